@@ -1,0 +1,265 @@
+"""Recipes: one dataclass per kind of job, with YAML round-trip and checks that name the bad field.
+
+A recipe is everything needed to replay a job: the UI builds one from its widgets, the CLI builds
+one from flags or reads it from YAML (`workbench run recipe.yaml`), and the job worker runs it.
+
+    kind: generate
+    model: default
+    prompts: ["What is the capital of France?"]
+
+Each recipe class names its runner as "module:function"; the function has the signature
+`run(recipe, *, progress, should_stop) -> dict` (see jobs.py) and is imported only when a job runs.
+Later features add their recipe classes here with `@register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from workbench.errors import InvalidInput
+
+RECIPES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a recipe dataclass known by its `kind`."""
+    RECIPES[cls.kind] = cls
+    return cls
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def check(ok: bool, recipe: Any, name: str, message: str, fix: str = "") -> None:
+    """Raise InvalidInput about field `name` of `recipe` unless `ok`."""
+    if not ok:
+        raise InvalidInput(
+            f"Field {name!r} of the {recipe.kind!r} recipe {message}.",
+            where=f"recipe field {name!r}",
+            fix=fix or field_help(type(recipe), name),
+        )
+
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@register
+@dataclass
+class PrepareModelRecipe:
+    """Bring a model into the workspace as a base model artifact (convert, download or copy)."""
+
+    kind: ClassVar[str] = "prepare_model"
+    runner: ClassVar[str] = "workbench.models:run_prepare_model"
+
+    model: str = _help(
+        "What to prepare: 'default' (the embedded SmolLM2), a local Hugging Face model folder, "
+        "or a hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'."
+    )
+    name: str = _help("Name of the new model artifact; derived from `model` when empty.", default="")
+    hub: str = _help(
+        "Where hub ids come from: huggingface (HF_ENDPOINT mirrors respected) or modelscope.",
+        default="huggingface",
+    )
+    revision: str = _help("Hub revision (branch, tag or commit); empty for the default.", default="")
+    trust_remote_code: bool = _help(
+        "Run the model's own Python code from its folder (InternLM2 needs it). Only for models you "
+        "trust.",
+        default=False,
+    )
+
+    def __post_init__(self) -> None:
+        check(bool(self.model.strip()), self, "model", "is empty")
+        check(self.hub in ("huggingface", "modelscope"), self, "hub", f"is {self.hub!r}",
+              "Use 'huggingface' or 'modelscope'.")
+
+    def resource(self) -> str:
+        return "cpu"
+
+    def uses(self) -> list[str]:
+        return []
+
+
+@register
+@dataclass
+class GenerateRecipe:
+    """Answer a list of prompts with a model; the answers go to outputs.jsonl in the run folder."""
+
+    kind: ClassVar[str] = "generate"
+    runner: ClassVar[str] = "workbench.generate:run_generate"
+
+    model: str = _help("Model name: 'default', a workspace artifact, a local folder or a hub id.",
+                       default="default")
+    prompts: list[str] = _help("The user messages to answer, one chat each.",
+                               default_factory=list)
+    system: str = _help("System prompt; empty keeps the model's own default.", default="")
+    max_new_tokens: int = _help("Most tokens to generate per answer.", default=128)
+    temperature: float = _help("0 for greedy (repeatable) decoding; higher is more varied.",
+                               default=0.0)
+    top_p: float = _help("Nucleus sampling: keep the smallest set of tokens with this much "
+                         "probability (used when temperature > 0).", default=1.0)
+    seed: int = _help("Random seed for sampling.", default=0)
+    device: str = _help("auto, cpu or cuda.", default="auto")
+    dtype: str = _help("auto, float32, bfloat16 or float16.", default="auto")
+    trust_remote_code: bool = _help("Run the model's own Python code (only for trusted models).",
+                                    default=False)
+
+    def __post_init__(self) -> None:
+        check(bool(self.model.strip()), self, "model", "is empty")
+        check(len(self.prompts) > 0, self, "prompts", "is empty", "Give at least one prompt.")
+        check(1 <= self.max_new_tokens <= 32768, self, "max_new_tokens",
+              f"is {self.max_new_tokens}; it must be between 1 and 32768")
+        check(0.0 <= self.temperature <= 5.0, self, "temperature",
+              f"is {self.temperature}; it must be between 0 and 5")
+        check(0.0 < self.top_p <= 1.0, self, "top_p", f"is {self.top_p}; it must be in (0, 1]")
+        check(self.device in DEVICES, self, "device", f"is {self.device!r}",
+              f"Use one of: {', '.join(DEVICES)}.")
+        check(self.dtype in DTYPES, self, "dtype", f"is {self.dtype!r}",
+              f"Use one of: {', '.join(DTYPES)}.")
+
+    def resource(self) -> str:
+        from workbench.hardware import resolve_device  # torch is imported only when needed
+
+        return "gpu" if resolve_device(self.device) == "cuda" else "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.model]
+
+
+# --- conversion ------------------------------------------------------------------------------
+
+
+def field_help(cls: type, name: str) -> str:
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    return ""
+
+
+def recipe_to_dict(recipe: Any) -> dict:
+    """The recipe as a plain dict with `kind` first (what YAML and manifests store)."""
+    return {"kind": recipe.kind, **asdict(recipe)}
+
+
+def dump_recipe(recipe: Any) -> str:
+    """The recipe as YAML text."""
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+
+
+def save_recipe(recipe: Any, path: str | Path) -> None:
+    Path(path).write_text(dump_recipe(recipe), "utf-8")
+
+
+def recipe_from_dict(data: Any, where: str = "recipe") -> Any:
+    """Build and check a recipe from a dict (parsed YAML or JSON).
+
+    Raises:
+        InvalidInput: missing or unknown kind, unknown field (with a did-you-mean), a value of
+            the wrong type, or a value the recipe's own checks refuse.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"A recipe must be a mapping of fields, got {type(data).__name__}.",
+            where=where,
+            fix="Start the file with a line like `kind: generate`, then one `field: value` a line.",
+        )
+    kind = data.get("kind")
+    if kind not in RECIPES:
+        raise InvalidInput(
+            f"Unknown recipe kind {kind!r}." if kind else "The recipe has no `kind` field.",
+            where=f"{where}: field 'kind'",
+            fix=f"Set `kind:` to one of: {', '.join(sorted(RECIPES))}.",
+        )
+    cls = RECIPES[kind]
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    values = {}
+    for key, value in data.items():
+        if key == "kind":
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            raise InvalidInput(
+                f"Unknown field {key!r} in a {kind!r} recipe.",
+                where=f"{where}: field {key!r}",
+                fix=f"{hint}Known fields: {', '.join(known)}.",
+            )
+        values[key] = _coerce(value, hints[key], f"{where}: field {key!r}", field_help(cls, key))
+    try:
+        return cls(**values)
+    except InvalidInput as exc:
+        exc.where = f"{where}: {exc.where}" if exc.where else where
+        raise
+
+
+def load_recipe(path: str | Path) -> Any:
+    """Read and check a recipe YAML file. Raises InvalidInput naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"Recipe file {str(path)!r} does not exist.", where=str(path),
+                           fix="Check the path; `workbench run` takes a YAML recipe file.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"Cannot read recipe file {str(path)!r}: {exc}.", where=str(path),
+                           fix="Save it as UTF-8 text.") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInput(f"The recipe is not valid YAML: {problem}.", where=at,
+                           fix="Fix the YAML at that line (indentation, quotes, colons).") from exc
+    return recipe_from_dict(data, where=str(path))
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               dict: "a mapping"}
+
+
+def _coerce(value: Any, hint: Any, where: str, help_text: str) -> Any:
+    """Check `value` against the type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        (item_type,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, list):
+            raise _wrong_type(value, f"a list of {_TYPE_NAMES.get(item_type, 'values')}", where,
+                              help_text)
+        return [_coerce(v, item_type, f"{where}[{i}]", help_text) for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _wrong_type(value, "a mapping", where, help_text)
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise _wrong_type(value, "an integer", where, help_text)
+    if not isinstance(value, hint):
+        raise _wrong_type(value, _TYPE_NAMES.get(hint, hint.__name__), where, help_text)
+    return value
+
+
+def _wrong_type(value: Any, expected: str, where: str, help_text: str) -> InvalidInput:
+    return InvalidInput(
+        f"Expected {expected}, got {value!r} ({type(value).__name__}).",
+        where=where,
+        fix=help_text or f"Write {expected} here.",
+    )
