@@ -17,8 +17,19 @@ import psutil
 
 from workbench.errors import InvalidInput
 
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets",
-             "streamlit", "gradio", "triton", "lmdeploy", "gguf")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "datasets",
+    "streamlit",
+    "gradio",
+    "triton",
+    "lmdeploy",
+    "gguf",
+)
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -107,14 +118,16 @@ def detect_hardware() -> HardwareInfo:
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
             free, total = torch.cuda.mem_get_info(i)
-            gpus.append(GpuInfo(
-                index=i,
-                name=props.name,
-                memory_total_gb=round(total / 2**30, 1),
-                memory_free_gb=round(free / 2**30, 1),
-                capability=f"{props.major}.{props.minor}",
-                bf16=props.major >= 8,
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=i,
+                    name=props.name,
+                    memory_total_gb=round(total / 2**30, 1),
+                    memory_free_gb=round(free / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}",
+                    bf16=props.major >= 8,
+                )
+            )
     return HardwareInfo(
         cpu_model=model,
         cpu_cores=os.cpu_count() or 1,
@@ -142,8 +155,9 @@ def resolve_device(device: str = "auto") -> str:
             fix="Use device 'auto' or 'cpu', or install the CUDA build of torch on a GPU machine.",
         )
     if device != "cpu" and not device.startswith("cuda"):
-        raise InvalidInput(f"Unknown device {device!r}.", where="device",
-                           fix="Use 'auto', 'cpu' or 'cuda'.")
+        raise InvalidInput(
+            f"Unknown device {device!r}.", where="device", fix="Use 'auto', 'cpu' or 'cuda'."
+        )
     return device
 
 
@@ -152,8 +166,11 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> str:
     CPUs with native bf16, else float32. Returns the dtype's name."""
     if dtype != "auto":
         if dtype not in ("float32", "bfloat16", "float16"):
-            raise InvalidInput(f"Unknown dtype {dtype!r}.", where="dtype",
-                               fix="Use 'auto', 'float32', 'bfloat16' or 'float16'.")
+            raise InvalidInput(
+                f"Unknown dtype {dtype!r}.",
+                where="dtype",
+                fix="Use 'auto', 'float32', 'bfloat16' or 'float16'.",
+            )
         return dtype
     if device.startswith("cuda"):
         import torch

@@ -64,12 +64,16 @@ class PrepareModelRecipe:
         "What to prepare: 'default' (the embedded SmolLM2), a local Hugging Face model folder, "
         "or a hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'."
     )
-    name: str = _help("Name of the new model artifact; derived from `model` when empty.", default="")
+    name: str = _help(
+        "Name of the new model artifact; derived from `model` when empty.", default=""
+    )
     hub: str = _help(
         "Where hub ids come from: huggingface (HF_ENDPOINT mirrors respected) or modelscope.",
         default="huggingface",
     )
-    revision: str = _help("Hub revision (branch, tag or commit); empty for the default.", default="")
+    revision: str = _help(
+        "Hub revision (branch, tag or commit); empty for the default.", default=""
+    )
     trust_remote_code: bool = _help(
         "Run the model's own Python code from its folder (InternLM2 needs it). Only for models you "
         "trust.",
@@ -78,8 +82,13 @@ class PrepareModelRecipe:
 
     def __post_init__(self) -> None:
         check(bool(self.model.strip()), self, "model", "is empty")
-        check(self.hub in ("huggingface", "modelscope"), self, "hub", f"is {self.hub!r}",
-              "Use 'huggingface' or 'modelscope'.")
+        check(
+            self.hub in ("huggingface", "modelscope"),
+            self,
+            "hub",
+            f"is {self.hub!r}",
+            "Use 'huggingface' or 'modelscope'.",
+        )
 
     def resource(self) -> str:
         return "cpu"
@@ -96,34 +105,58 @@ class GenerateRecipe:
     kind: ClassVar[str] = "generate"
     runner: ClassVar[str] = "workbench.generate:run_generate"
 
-    model: str = _help("Model name: 'default', a workspace artifact, a local folder or a hub id.",
-                       default="default")
-    prompts: list[str] = _help("The user messages to answer, one chat each.",
-                               default_factory=list)
+    model: str = _help(
+        "Model name: 'default', a workspace artifact, a local folder or a hub id.",
+        default="default",
+    )
+    prompts: list[str] = _help("The user messages to answer, one chat each.", default_factory=list)
     system: str = _help("System prompt; empty keeps the model's own default.", default="")
     max_new_tokens: int = _help("Most tokens to generate per answer.", default=128)
-    temperature: float = _help("0 for greedy (repeatable) decoding; higher is more varied.",
-                               default=0.0)
-    top_p: float = _help("Nucleus sampling: keep the smallest set of tokens with this much "
-                         "probability (used when temperature > 0).", default=1.0)
+    temperature: float = _help(
+        "0 for greedy (repeatable) decoding; higher is more varied.", default=0.0
+    )
+    top_p: float = _help(
+        "Nucleus sampling: keep the smallest set of tokens with this much "
+        "probability (used when temperature > 0).",
+        default=1.0,
+    )
     seed: int = _help("Random seed for sampling.", default=0)
     device: str = _help("auto, cpu or cuda.", default="auto")
     dtype: str = _help("auto, float32, bfloat16 or float16.", default="auto")
-    trust_remote_code: bool = _help("Run the model's own Python code (only for trusted models).",
-                                    default=False)
+    trust_remote_code: bool = _help(
+        "Run the model's own Python code (only for trusted models).", default=False
+    )
 
     def __post_init__(self) -> None:
         check(bool(self.model.strip()), self, "model", "is empty")
         check(len(self.prompts) > 0, self, "prompts", "is empty", "Give at least one prompt.")
-        check(1 <= self.max_new_tokens <= 32768, self, "max_new_tokens",
-              f"is {self.max_new_tokens}; it must be between 1 and 32768")
-        check(0.0 <= self.temperature <= 5.0, self, "temperature",
-              f"is {self.temperature}; it must be between 0 and 5")
+        check(
+            1 <= self.max_new_tokens <= 32768,
+            self,
+            "max_new_tokens",
+            f"is {self.max_new_tokens}; it must be between 1 and 32768",
+        )
+        check(
+            0.0 <= self.temperature <= 5.0,
+            self,
+            "temperature",
+            f"is {self.temperature}; it must be between 0 and 5",
+        )
         check(0.0 < self.top_p <= 1.0, self, "top_p", f"is {self.top_p}; it must be in (0, 1]")
-        check(self.device in DEVICES, self, "device", f"is {self.device!r}",
-              f"Use one of: {', '.join(DEVICES)}.")
-        check(self.dtype in DTYPES, self, "dtype", f"is {self.dtype!r}",
-              f"Use one of: {', '.join(DTYPES)}.")
+        check(
+            self.device in DEVICES,
+            self,
+            "device",
+            f"is {self.device!r}",
+            f"Use one of: {', '.join(DEVICES)}.",
+        )
+        check(
+            self.dtype in DTYPES,
+            self,
+            "dtype",
+            f"is {self.dtype!r}",
+            f"Use one of: {', '.join(DTYPES)}.",
+        )
 
     def resource(self) -> str:
         from workbench.hardware import resolve_device  # torch is imported only when needed
@@ -207,24 +240,38 @@ def load_recipe(path: str | Path) -> Any:
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError as exc:
-        raise InvalidInput(f"Recipe file {str(path)!r} does not exist.", where=str(path),
-                           fix="Check the path; `workbench run` takes a YAML recipe file.") from exc
+        raise InvalidInput(
+            f"Recipe file {str(path)!r} does not exist.",
+            where=str(path),
+            fix="Check the path; `workbench run` takes a YAML recipe file.",
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"Cannot read recipe file {str(path)!r}: {exc}.", where=str(path),
-                           fix="Save it as UTF-8 text.") from exc
+        raise InvalidInput(
+            f"Cannot read recipe file {str(path)!r}: {exc}.",
+            where=str(path),
+            fix="Save it as UTF-8 text.",
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInput(f"The recipe is not valid YAML: {problem}.", where=at,
-                           fix="Fix the YAML at that line (indentation, quotes, colons).") from exc
+        raise InvalidInput(
+            f"The recipe is not valid YAML: {problem}.",
+            where=at,
+            fix="Fix the YAML at that line (indentation, quotes, colons).",
+        ) from exc
     return recipe_from_dict(data, where=str(path))
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               dict: "a mapping"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+}
 
 
 def _coerce(value: Any, hint: Any, where: str, help_text: str) -> Any:
@@ -239,8 +286,9 @@ def _coerce(value: Any, hint: Any, where: str, help_text: str) -> Any:
     if origin is list:
         (item_type,) = typing.get_args(hint) or (Any,)
         if not isinstance(value, list):
-            raise _wrong_type(value, f"a list of {_TYPE_NAMES.get(item_type, 'values')}", where,
-                              help_text)
+            raise _wrong_type(
+                value, f"a list of {_TYPE_NAMES.get(item_type, 'values')}", where, help_text
+            )
         return [_coerce(v, item_type, f"{where}[{i}]", help_text) for i, v in enumerate(value)]
     if hint is Any:
         return value
