@@ -1,0 +1,102 @@
+"""Workbench, the web app: page config, the shared sidebar, and navigation over pages/.
+
+Run with `streamlit run app.py`. The sidebar holds the language (also kept in the URL as
+`?lang=zh`, so a reload keeps it), the workspace, this machine's hardware and the running jobs.
+Pages are thin: they read widgets, call workbench/, and draw what it returns.
+
+Streamlit takes a folder named pages/ beside the entry script for a legacy multipage app until a
+script in the server process calls st.navigation, so the very first run after a server start may
+run a page without this script (no sidebar, no language). Each page checks `via_app`, set below,
+and sends such a run through this script.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from workbench.charts import progress_fraction, status_label
+from workbench.errors import WorkbenchError
+from workbench.hardware import HardwareInfo, detect_hardware
+from workbench.i18n import LANGUAGES, error_text, hardware_summary, normalize_lang, t
+from workbench.jobs import latest_progress, list_jobs
+from workbench.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="Workbench", layout="wide")
+if (ROOT / "assets" / "style.css").is_file():
+    st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text('utf-8')}</style>")
+
+
+@st.cache_resource(show_spinner=False)
+def hardware() -> HardwareInfo:
+    """This machine, read once per server process (detect_hardware imports torch)."""
+    return detect_hardware()
+
+
+def choose_language() -> str:
+    """The language radio; its first value comes from the URL, and the URL follows it."""
+    if "lang" not in st.session_state:
+        st.session_state["lang"] = normalize_lang(st.query_params.get("lang"))
+    lang = st.sidebar.radio(
+        t("sidebar.language"),
+        list(LANGUAGES),
+        key="lang",
+        format_func=LANGUAGES.get,
+        horizontal=True,
+    )
+    if st.query_params.get("lang") != lang:
+        st.query_params["lang"] = lang
+    return lang
+
+
+def active_jobs(ws: Workspace) -> list:
+    return list_jobs(ws, status="running") + list_jobs(ws, status="queued")
+
+
+def show_active_jobs(ws: Workspace, lang: str, shown: tuple[str, ...]) -> None:
+    """Running and queued jobs with their progress; reruns the whole app when the set changes."""
+    try:
+        jobs = active_jobs(ws)
+    except WorkbenchError as exc:
+        st.error(error_text(exc, lang))
+        return
+    if tuple(job.id for job in jobs) != shown:
+        st.rerun()  # a job started or ended: pages showing it must redraw too
+    st.caption(t("sidebar.jobs", lang))
+    if not jobs:
+        st.caption(t("sidebar.no_jobs", lang))
+    for job in jobs:
+        fraction = progress_fraction(latest_progress(job))
+        percent = "" if fraction is None else f" · {fraction:.0%}"
+        st.markdown(
+            f"**{job.title or job.kind}**  \n`{job.id}` · {status_label(job.status, lang)}{percent}"
+        )
+        if fraction is not None:
+            st.progress(fraction)
+
+
+lang = choose_language()
+ws = Workspace()
+with st.sidebar:
+    st.caption(t("sidebar.workspace", lang))
+    st.code(str(ws.root), language=None)
+    st.caption(t("sidebar.hardware", lang))
+    st.session_state["hardware"] = hardware()  # pages read the same cached object
+    st.markdown(hardware_summary(st.session_state["hardware"], lang))
+    try:
+        shown = tuple(job.id for job in active_jobs(ws))
+    except WorkbenchError:
+        shown = ()  # the fragment below shows the error
+    st.fragment(show_active_jobs, run_every=3 if shown else None)(ws, lang, shown)
+
+home = st.Page(ROOT / "pages" / "home.py", title=t("nav.home", lang), icon=":material/home:")
+jobs = st.Page(ROOT / "pages" / "jobs.py", title=t("nav.jobs", lang), icon=":material/list_alt:")
+page = st.navigation([home, jobs])
+st.session_state["via_app"] = True
+try:
+    page.run()
+except WorkbenchError as exc:  # errors are for people: what, where, fix — never a traceback
+    st.error(error_text(exc, lang))
