@@ -142,8 +142,14 @@ def detect_hardware() -> HardwareInfo:
     )
 
 
+def _nvidia_device_present() -> bool:
+    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"))
+
+
 def resolve_device(device: str = "auto") -> str:
     """'auto' becomes 'cuda' when a GPU is usable, else 'cpu'. Checks explicit choices."""
+    if device == "auto" and not _nvidia_device_present():
+        return "cpu"  # skips importing torch (seconds) where there cannot be a CUDA GPU
     import torch
 
     if device == "auto":

@@ -272,6 +272,7 @@ _TYPE_NAMES = {
     bool: "true or false",
     dict: "a mapping",
 }
+_PLURAL_NAMES = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
 
 
 def _coerce(value: Any, hint: Any, where: str, help_text: str) -> Any:
@@ -287,7 +288,7 @@ def _coerce(value: Any, hint: Any, where: str, help_text: str) -> Any:
         (item_type,) = typing.get_args(hint) or (Any,)
         if not isinstance(value, list):
             raise _wrong_type(
-                value, f"a list of {_TYPE_NAMES.get(item_type, 'values')}", where, help_text
+                value, f"a list of {_PLURAL_NAMES.get(item_type, 'values')}", where, help_text
             )
         return [_coerce(v, item_type, f"{where}[{i}]", help_text) for i, v in enumerate(value)]
     if hint is Any:

@@ -33,7 +33,7 @@ from workbench.errors import Conflict, InvalidInput, NotFound
 KIND_FOLDERS = {"model": "models", "adapter": "adapters", "dataset": "datasets", "eval": "evals"}
 MODEL_VARIANTS = ("base", "merged", "quantized")
 MANIFEST_FILE = "manifest.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # used with fullmatch
 
 
 @dataclass
@@ -76,7 +76,7 @@ def validate_name(name: str, what: str = "artifact name") -> str:
     Safe means: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 80
     characters, and no '..' — so a name can never climb out of its folder.
     """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise InvalidInput(
             f"Invalid {what} {name!r}: use letters, digits, '.', '_' and '-', start with a "
             "letter or digit, at most 80 characters, and no '..'.",
@@ -127,7 +127,7 @@ class Workspace:
     # --- lookup ------------------------------------------------------------------------------
     def path_of(self, name: str) -> Path | None:
         """Folder of the artifact called `name`, or None if there is none."""
-        if not NAME_PATTERN.match(name or "") or ".." in name:
+        if not NAME_PATTERN.fullmatch(name or "") or ".." in name:
             return None
         for folder in KIND_FOLDERS.values():
             candidate = self.root / folder / name
@@ -153,7 +153,7 @@ class Workspace:
     def _read_manifest(self, path: Path) -> Manifest:
         try:
             return Manifest.from_dict(json.loads((path / MANIFEST_FILE).read_text("utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidInput(
                 f"The manifest of {path.name!r} cannot be read ({exc}).",
                 where=str(path / MANIFEST_FILE),
