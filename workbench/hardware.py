@@ -143,7 +143,10 @@ def detect_hardware() -> HardwareInfo:
 
 
 def _nvidia_device_present() -> bool:
-    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"))
+    return any(
+        Path(p).exists()
+        for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")
+    )
 
 
 def resolve_device(device: str = "auto") -> str:
