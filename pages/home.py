@@ -51,10 +51,11 @@ def show_hardware() -> None:
         accelerator = t("home.cpu_only", lang, cores=hw.cpu_cores)
         memory = t("home.ram", lang, total=hw.ram_total_gb, free=hw.ram_available_gb)
         bf16 = hw.cpu_bf16
+    # Plain text, not st.metric: metric values are large and cut long GPU names short.
     left, middle, right = st.columns([2, 2, 1])
-    left.metric(t("home.accelerator", lang), accelerator)
-    middle.metric(t("home.memory", lang), memory)
-    right.metric("bf16", t("home.yes", lang) if bf16 else t("home.no", lang))
+    left.markdown(f"**{t('home.accelerator', lang)}**  \n{accelerator}")
+    middle.markdown(f"**{t('home.memory', lang)}**  \n{memory}")
+    right.markdown(f"**bf16**  \n{t('home.yes', lang) if bf16 else t('home.no', lang)}")
     st.caption(f"{hw.cpu_model} · Python {hw.python}")
     missing = t("home.not_installed", lang)
     libs = " · ".join(f"{name} `{hw.libraries.get(name) or missing}`" for name in KEY_LIBRARIES)

@@ -42,18 +42,19 @@ def new_events(job) -> list[dict]:
 
 
 def show_status(job) -> None:
-    status, created, started, finished = st.columns(4)
-    status.metric(t("jobs.status", lang), status_label(job.status, lang))
-    created.metric(t("jobs.created", lang), format_time(job.created) or "—")
-    started.metric(t("jobs.started", lang), format_time(job.started) or "—")
+    # Plain text, not st.metric: metric values are large and cut timestamps short.
     took = format_duration(job.started, job.finished)
-    finished.metric(
-        t("jobs.finished", lang),
-        format_time(job.finished) or "—",
-        delta=took or None,
-        delta_color="off",
-        delta_arrow="off",
-    )
+    cells = [
+        (t("jobs.status", lang), status_label(job.status, lang)),
+        (t("jobs.created", lang), format_time(job.created) or "—"),
+        (t("jobs.started", lang), format_time(job.started) or "—"),
+        (
+            t("jobs.finished", lang),
+            (format_time(job.finished) or "—") + (f" ({took})" if took else ""),
+        ),
+    ]
+    for column, (label, value) in zip(st.columns(4), cells, strict=True):
+        column.markdown(f"**{label}**  \n{value}")
     if job.active:
         progress = latest_progress(job)
         fraction = progress_fraction(progress)

@@ -81,7 +81,6 @@ def texts(at: AppTest) -> str:
         )
         for e in at.get(kind)
     ]
-    parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(str(p) for p in parts)
 
 
@@ -163,7 +162,7 @@ def test_jobs_page_shows_a_submitted_job(workspace, lang):
     assert at.title[0].value == t("jobs.title", lang)
     assert at.selectbox(key="job_select").value == job.id
     body = texts(at)
-    assert f"{t('jobs.status', lang)}: {t('status.queued', lang)}" in body
+    assert f"**{t('jobs.status', lang)}**  \n{t('status.queued', lang)}" in body
     assert f"workbench run {job.run_dir / 'recipe.yaml'}" in body
     assert "kind: generate" in body  # the recipe YAML
 
@@ -174,7 +173,7 @@ def test_cancel_button_cancels_a_queued_job(workspace):
     at.button(key=f"cancel-{job.id}").click().run()
     assert not at.exception
     assert get_job(workspace, job.id).status == "cancelled"
-    assert f"{t('jobs.status', 'en')}: {t('status.cancelled', 'en')}" in texts(at)
+    assert f"**{t('jobs.status', 'en')}**  \n{t('status.cancelled', 'en')}" in texts(at)
 
 
 def test_jobs_page_follows_a_running_job_then_shows_its_failure(workspace):
