@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.progress import describe_event
 from workbench.workspace import Workspace
 
 EXIT_FAILED = 1
@@ -168,7 +169,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     print(f"{'replay:':10} workbench run {job.run_dir / 'recipe.yaml'}")
     progress = latest_progress(job)
     if progress:
-        print(f"{'progress:':10} {_describe_event(progress)}")
+        print(f"{'progress:':10} {describe_event(progress)}")
     if job.result:
         print(f"{'result:':10} {json.dumps(job.result, ensure_ascii=False, default=str)}")
     if job.error:
@@ -201,20 +202,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _submit_and_follow(Workspace(), recipe, args)
 
 
-def _describe_event(event: dict) -> str:
-    parts = []
-    if event.get("step") is not None:
-        total = f"/{event['total']}" if event.get("total") else ""
-        parts.append(f"[{event['step']}{total}]")
-    if event.get("message"):
-        parts.append(str(event["message"]))
-    metrics = event.get("metrics") or {}
-    parts.extend(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    if event.get("status"):
-        parts.append(f"status: {event['status']}")
-    return " ".join(parts)
-
-
 def _submit_and_follow(ws: Workspace, recipe: Any, args: argparse.Namespace) -> int:
     """Queue `recipe` as a job; unless --detach, print its progress until it ends."""
     from workbench.jobs import follow, get_job, submit
@@ -235,7 +222,7 @@ def _submit_and_follow(ws: Workspace, recipe: Any, args: argparse.Namespace) -> 
     try:
         for event in follow(ws, job.id):
             if not args.json:
-                print(_describe_event(event), file=sys.stderr, flush=True)
+                print(describe_event(event), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(
             f"\nStopped watching. The job goes on: `workbench jobs show {job.id}`, "

@@ -582,16 +582,21 @@ def reconcile(ws: Workspace) -> None:
                 _update(conn, ws, job_id, {"term_sent_at": now})
             elif row["term_sent_at"] is not None and now >= row["term_sent_at"] + TERM_TO_KILL_S:
                 _signal_worker(pid, pid_created, signal.SIGKILL)
-                error = _killed_note(grace)
-                _note(ws, job_id, "cancelled", error, error)
-                _update(
-                    conn,
-                    ws,
-                    job_id,
-                    {"status": "cancelled", "error": error, "finished": _now()},
-                    only_if=("running",),
-                )
+                _record_killed(conn, ws, job_id, grace)
     dispatch(ws)
+
+
+def _record_killed(conn: sqlite3.Connection, ws: Workspace, job_id: str, grace_s: float) -> None:
+    """Mark a job that had to be killed after its cancel grace as cancelled, saying so."""
+    error = _killed_note(grace_s)
+    _note(ws, job_id, "cancelled", error, error)
+    _update(
+        conn,
+        ws,
+        job_id,
+        {"status": "cancelled", "error": error, "finished": _now()},
+        only_if=("running",),
+    )
 
 
 def _died_error(run_dir: Path) -> str:
@@ -681,15 +686,7 @@ def _kill(ws: Workspace, job_id: str, grace_s: float) -> Job:
             break
     with _db(ws, write=True) as conn:
         if _row(conn, job_id)["status"] == "running":
-            error = _killed_note(grace_s)
-            _note(ws, job_id, "cancelled", error, error)
-            _update(
-                conn,
-                ws,
-                job_id,
-                {"status": "cancelled", "error": error, "finished": _now()},
-                only_if=("running",),
-            )
+            _record_killed(conn, ws, job_id, grace_s)
     dispatch(ws)
     return get_job(ws, job_id)
 

@@ -5,8 +5,8 @@ A runner takes a `progress` callable and calls it as often as it likes:
     progress(step=3, total=100, message="training", loss=1.93, lr=2e-4)
 
 The job worker passes an `EventLog`, which appends one JSON line per call to the run folder's
-events.jsonl (the UI and `workbench jobs show` read it back); the CLI passes `PrintProgress` when
-it runs a recipe inline; tests and library callers may pass `null_progress`.
+events.jsonl (the UI and `workbench jobs show` read it back, `describe_event` words one for
+people); tests and library callers may pass `null_progress`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 
 class Progress(Protocol):
@@ -96,28 +95,19 @@ class EventLog:
             handle.flush()
 
 
-class PrintProgress:
-    """Prints `[step/total] message k=v` lines, for running a recipe inline from the CLI."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream
-
-    def __call__(
-        self,
-        *,
-        step: int | None = None,
-        total: int | None = None,
-        message: str = "",
-        **metrics: Any,
-    ) -> None:
-        parts = []
-        if step is not None:
-            parts.append(f"[{step}/{total}]" if total is not None else f"[{step}]")
-        if message:
-            parts.append(str(message))
-        parts.extend(f"{k}={_format_value(v)}" for k, v in clean_metrics(metrics).items())
-        stream = self.stream or sys.stdout  # looked up late so pytest's capsys sees it
-        print(" ".join(parts), file=stream, flush=True)
+def describe_event(event: dict) -> str:
+    """One line for a person: `[step/total] message k=v ... status: S` (CLI `run`, `jobs show`)."""
+    parts = []
+    if event.get("step") is not None:
+        total = event.get("total")
+        parts.append(f"[{event['step']}/{total}]" if total else f"[{event['step']}]")
+    if event.get("message"):
+        parts.append(str(event["message"]))
+    metrics = clean_metrics(event.get("metrics") or {})
+    parts.extend(f"{k}={_format_value(v)}" for k, v in metrics.items())
+    if event.get("status"):
+        parts.append(f"status: {event['status']}")
+    return " ".join(parts)
 
 
 def _format_value(value: Any) -> str:

@@ -7,7 +7,6 @@ stop, kill or cancel it once it is under way. Each worker spends a few seconds i
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ import pytest
 
 from workbench import jobs
 from workbench.errors import Conflict, InvalidInput, NotFound
-from workbench.progress import EventLog, PrintProgress, null_progress
+from workbench.progress import EventLog, describe_event, null_progress
 from workbench.recipes import GenerateRecipe, load_recipe
 from workbench.worker import _describe
 
@@ -369,12 +368,16 @@ def test_events_are_read_incrementally_and_a_half_written_line_waits(tmp_path):
     assert progress["metrics"] == {"loss": 1.5, "lr": 2e-4, "bad": None, "acc": 0.5}
 
 
-def test_print_progress_and_null_progress():
-    stream = io.StringIO()
-    show = PrintProgress(stream)
-    show(step=3, total=10, message="training", loss=1.23456, lr=0.0002)
-    show(message="saving")
-    assert stream.getvalue().splitlines() == ["[3/10] training loss=1.235 lr=0.0002", "saving"]
+def test_describe_event_and_null_progress():
+    event = {
+        "step": 3,
+        "total": 10,
+        "message": "training",
+        "metrics": {"loss": 1.23456, "lr": 2e-4},
+    }
+    assert describe_event(event) == "[3/10] training loss=1.235 lr=0.0002"
+    assert describe_event({"message": "saving"}) == "saving"
+    assert describe_event({"status": "succeeded"}) == "status: succeeded"
     assert null_progress(step=1, total=2, message="x", loss=1.0) is None
 
 
