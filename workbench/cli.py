@@ -113,6 +113,12 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
         else:
             print(f"The default model is ready: {ws.path_of('default')}")
         return 0
+    if args.model != "default":
+        from workbench.models import resolve_model
+
+        # A missing or broken folder is reported now, not by a job that fails a moment later;
+        # a hub id is only parsed here (no network).
+        resolve_model(args.model, ws, hub=args.hub)
     return _submit_and_follow(ws, recipe, args)
 
 

@@ -111,3 +111,11 @@ def test_models_list_shows_default_and_artifacts(tiny_artifact, workspace):
     by_name = {r["name"]: r for r in rows}
     assert by_name["default"]["prepared"] is False
     assert by_name[tiny_artifact]["variant"] == "base"
+
+
+def test_preparing_a_missing_folder_fails_at_once_without_a_job(workspace, tmp_path):
+    result = workbench("models", "prepare", str(tmp_path / "nope"), home=workspace.root)
+    assert result.returncode == 2
+    assert str(tmp_path / "nope") in result.stderr and "fix:" in result.stderr
+    listed = workbench("jobs", "list", "--json", home=workspace.root)
+    assert json.loads(listed.stdout) == []
