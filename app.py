@@ -16,7 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.charts import progress_fraction, status_label
+from workbench.charts import status_label
 from workbench.errors import WorkbenchError
 from workbench.hardware import HardwareInfo, detect_hardware
 from workbench.i18n import LANGUAGES, error_text, hardware_summary, normalize_lang, t
@@ -69,7 +69,7 @@ def show_active_jobs(ws: Workspace, lang: str, shown: tuple[str, ...]) -> None:
     if not jobs:
         st.caption(t("sidebar.no_jobs", lang))
     for job in jobs:
-        fraction = progress_fraction(latest_progress(job))
+        fraction = latest_progress(job)["fraction"]
         percent = "" if fraction is None else f" · {fraction:.0%}"
         st.markdown(
             f"**{job.title or job.kind}**  \n`{job.id}` · {status_label(job.status, lang)}{percent}"

@@ -14,7 +14,6 @@ from workbench.charts import (
     format_time,
     jobs_frame,
     metrics_figure,
-    progress_fraction,
     status_label,
 )
 from workbench.errors import WorkbenchError
@@ -57,7 +56,7 @@ def show_status(job) -> None:
         column.markdown(f"**{label}**  \n{value}")
     if job.active:
         progress = latest_progress(job)
-        fraction = progress_fraction(progress)
+        fraction = progress["fraction"]
         message = progress.get("message") or status_label(job.status, lang)
         if fraction is None:
             st.caption(message)

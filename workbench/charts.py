@@ -66,14 +66,6 @@ def format_duration(start: Any, end: Any) -> str:
     return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def progress_fraction(progress: dict) -> float | None:
-    """The share of a job done, from `latest_progress`: step/total clipped to [0, 1], else None."""
-    step, total = progress.get("step"), progress.get("total")
-    if not isinstance(step, (int, float)) or not isinstance(total, (int, float)) or total <= 0:
-        return None
-    return min(max(float(step) / float(total), 0.0), 1.0)
-
-
 def jobs_frame(jobs: Iterable[Any], lang: str = "en") -> pd.DataFrame:
     """One row per job with translated column names, for a table."""
     rows = [

@@ -111,7 +111,7 @@ def detect_hardware() -> HardwareInfo:
     """Read the machine. Imports torch (about a second the first time)."""
     import torch
 
-    flags, model = _cpu_flags_and_model()
+    _, model = _cpu_flags_and_model()
     memory = psutil.virtual_memory()
     gpus = []
     if torch.cuda.is_available():
@@ -133,7 +133,7 @@ def detect_hardware() -> HardwareInfo:
         cpu_cores=os.cpu_count() or 1,
         ram_total_gb=round(memory.total / 2**30, 1),
         ram_available_gb=round(memory.available / 2**30, 1),
-        cpu_bf16=any(f in flags for f in CPU_BF16_FLAGS),
+        cpu_bf16=cpu_supports_bf16(),
         gpus=gpus,
         cuda_version=torch.version.cuda or "",
         python=platform.python_version(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,9 +12,8 @@ from workbench.charts import (
     jobs_frame,
     metrics_figure,
     metrics_frame,
-    progress_fraction,
 )
-from workbench.jobs import Job
+from workbench.jobs import Job, latest_progress
 
 EVENTS = [
     {"time": 1.0, "status": "running"},
@@ -60,12 +60,17 @@ def test_events_without_metrics_give_an_empty_figure():
     assert list(metrics_figure(events_without_steps).data[0].x) == [0, 1]
 
 
-def test_progress_fraction():
-    assert progress_fraction({"step": 5, "total": 10}) == 0.5
-    assert progress_fraction({"step": 12, "total": 10}) == 1.0
-    assert progress_fraction({"step": 3, "total": None}) is None
-    assert progress_fraction({"step": None, "total": 10}) is None
-    assert progress_fraction({"step": 1, "total": 0}) is None
+def test_progress_fraction(tmp_path):
+    def fraction(step, total):
+        (tmp_path / "events.jsonl").write_text(json.dumps({"step": step, "total": total}) + "\n")
+        job = Job(id="20250101-120000-generate-1a2b3c", kind="generate", run_dir=tmp_path)
+        return latest_progress(job)["fraction"]
+
+    assert fraction(5, 10) == 0.5
+    assert fraction(12, 10) == 1.0
+    assert fraction(3, None) is None
+    assert fraction(None, 10) is None
+    assert fraction(1, 0) is None
 
 
 def test_times_and_durations():
