@@ -20,7 +20,7 @@ from workbench.charts import status_label
 from workbench.errors import WorkbenchError
 from workbench.hardware import HardwareInfo, detect_hardware
 from workbench.i18n import LANGUAGES, error_text, hardware_summary, normalize_lang, t
-from workbench.jobs import latest_progress, list_jobs
+from workbench.jobs import ACTIVE_STATUSES, latest_progress, list_jobs
 from workbench.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent
@@ -53,7 +53,7 @@ def choose_language() -> str:
 
 
 def active_jobs(ws: Workspace) -> list:
-    return list_jobs(ws, status="running") + list_jobs(ws, status="queued")
+    return list_jobs(ws, status=ACTIVE_STATUSES, limit=None)
 
 
 def show_active_jobs(ws: Workspace, lang: str, shown: tuple[str, ...]) -> None:

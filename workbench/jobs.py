@@ -346,28 +346,34 @@ def get_job(ws: Workspace, job_id: str) -> Job:
 
 
 def list_jobs(
-    ws: Workspace, *, status: str | None = None, limit: int | None = 50, owner: str | None = None
+    ws: Workspace,
+    *,
+    status: str | tuple[str, ...] | None = None,
+    limit: int | None = 50,
+    owner: str | None = None,
 ) -> list[Job]:
     """Jobs, newest first (after `reconcile`, so dead workers show as failed).
 
     Args:
-        status: only jobs with this status.
+        status: only jobs with this status (or any of these statuses).
         limit: at most this many (None for all).
         owner: only jobs submitted by this owner.
     """
-    if status is not None and status not in STATUSES:
-        raise InvalidInput(
-            f"Unknown job status {status!r}.",
-            where="status",
-            fix=f"Use one of: {', '.join(STATUSES)}.",
-        )
+    wanted = (status,) if isinstance(status, str) else tuple(status or ())
+    for one in wanted:
+        if one not in STATUSES:
+            raise InvalidInput(
+                f"Unknown job status {one!r}.",
+                where="status",
+                fix=f"Use one of: {', '.join(STATUSES)}.",
+            )
     if not ws.db_path.exists():
         return []
     reconcile(ws)
     sql, params = "SELECT * FROM jobs WHERE 1 = 1", []
-    if status is not None:
-        sql += " AND status = ?"
-        params.append(status)
+    if wanted:
+        sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
+        params.extend(wanted)
     if owner is not None:
         sql += " AND owner = ?"
         params.append(owner)

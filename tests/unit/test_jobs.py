@@ -275,6 +275,23 @@ def test_a_queued_job_is_cancelled_at_once_and_never_starts(workspace, monkeypat
     assert jobs.cancel(workspace, job.id) == after  # cancelling again changes nothing
 
 
+def test_list_jobs_filters_by_one_status_or_several(workspace, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")  # no job may start
+    first = jobs.submit(workspace, generate(**SHORT))
+    second = jobs.submit(workspace, generate(**SHORT))
+    jobs.cancel(workspace, first.id)
+
+    def ids(**kwargs):
+        return [j.id for j in jobs.list_jobs(workspace, **kwargs)]
+
+    assert ids(status="queued") == [second.id]
+    assert ids(status="cancelled") == [first.id]
+    assert ids(status=jobs.ACTIVE_STATUSES) == [second.id]
+    assert ids(status=("queued", "cancelled")) == [second.id, first.id]
+    with pytest.raises(InvalidInput):
+        jobs.list_jobs(workspace, status=("queued", "paused"))
+
+
 def test_a_queued_job_blocks_deleting_its_model(workspace, tiny_artifact, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
     job = jobs.submit(workspace, generate(**SHORT))
