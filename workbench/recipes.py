@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 
 import yaml
 
+from workbench.data.formats import DEFAULT_MAX_ROW_CHARS, FORMATS
 from workbench.errors import InvalidInput
+from workbench.workspace import validate_name
 
 RECIPES: dict[str, type] = {}
 
@@ -165,6 +167,99 @@ class GenerateRecipe:
 
     def uses(self) -> list[str]:
         return [self.model]
+
+
+DEDUPE_MODES = ("none", "exact", "near")
+OVERLONG_MODES = ("keep", "drop", "clip")
+
+
+@register
+@dataclass
+class ImportDataRecipe:
+    """Read a data file, check every row, clean and split it, and save a dataset artifact."""
+
+    kind: ClassVar[str] = "import_data"
+    runner: ClassVar[str] = "workbench.data.prepare:run_import_data"
+
+    source: str = _help(
+        "The data: a JSONL/JSON/CSV/Parquet/text file, a `datasets` folder or hub id."
+    )
+    name: str = _help("Name of the new dataset artifact.")
+    format: str = _help(
+        "alpaca, sharegpt, openai, xtuner or text; empty detects it from the rows.", default=""
+    )
+    encoding: str = _help("Text encoding of the file (gb18030 for GBK Chinese).", default="utf-8")
+    dedupe: str = _help(
+        "Drop repeated samples: none, exact (same text after normalising case and spaces), or "
+        "near (also near copies, MinHash).",
+        default="exact",
+    )
+    model: str = _help(
+        "Model whose tokenizer and chat template measure length (needed when cutoff > 0).",
+        default="default",
+    )
+    cutoff: int = _help(
+        "Token limit per sample for `overlong`; 0 turns length checks off.", default=0
+    )
+    overlong: str = _help(
+        "What to do with samples over the cutoff: keep (training truncates them), drop, or clip "
+        "(conversations lose their last turns, raw text is split into pieces that fit).",
+        default="keep",
+    )
+    eval_fraction: float = _help(
+        "Share of samples held out for evaluation (0 to 0.5).", default=0.05
+    )
+    seed: int = _help("Seed of the train/eval shuffle.", default=0)
+    max_row_chars: int = _help(
+        "Rows longer than this many characters are rejected.", default=DEFAULT_MAX_ROW_CHARS
+    )
+    description: str = _help("Free text shown with the dataset.", default="")
+
+    def __post_init__(self) -> None:
+        check(bool(self.source.strip()), self, "source", "is empty")
+        validate_name(self.name, "dataset name")
+        check(
+            not self.format or self.format in FORMATS,
+            self,
+            "format",
+            f"is {self.format!r}",
+            f"Use one of: {', '.join(FORMATS)}, or leave it empty.",
+        )
+        check(
+            self.dedupe in DEDUPE_MODES,
+            self,
+            "dedupe",
+            f"is {self.dedupe!r}",
+            f"Use {DEDUPE_MODES}.",
+        )
+        check(
+            self.overlong in OVERLONG_MODES,
+            self,
+            "overlong",
+            f"is {self.overlong!r}",
+            f"Use {OVERLONG_MODES}.",
+        )
+        check(0 <= self.cutoff <= 1_048_576, self, "cutoff", f"is {self.cutoff}; use 0 to 1048576")
+        check(
+            self.overlong == "keep" or self.cutoff > 0,
+            self,
+            "cutoff",
+            f"is 0, but overlong is {self.overlong!r}",
+            "Set a cutoff in tokens (e.g. 2048), or keep over-long samples.",
+        )
+        check(
+            0 <= self.eval_fraction <= 0.5,
+            self,
+            "eval_fraction",
+            f"is {self.eval_fraction}; it must be between 0 and 0.5",
+        )
+        check(self.max_row_chars > 0, self, "max_row_chars", "must be positive")
+
+    def resource(self) -> str:
+        return "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.model] if self.cutoff > 0 and self.model else []
 
 
 # --- conversion ------------------------------------------------------------------------------

@@ -250,7 +250,7 @@ class Workspace:
                 where=f"artifact {name!r}",
                 fix=f"Use one of: {', '.join(MODEL_VARIANTS)}.",
             )
-        self._refuse_taken(name)
+        self.refuse_taken(name)
         self.ensure()
         staging = self.root / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
@@ -270,13 +270,14 @@ class Workspace:
             )
             _write_json(staging / MANIFEST_FILE, asdict(manifest))
             with self.lock(name):
-                self._refuse_taken(name)  # someone may have finished first while we worked
+                self.refuse_taken(name)  # someone may have finished first while we worked
                 os.rename(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _refuse_taken(self, name: str) -> None:
+    def refuse_taken(self, name: str) -> None:
+        """Raise Conflict if an artifact called `name` exists (call it before long work)."""
         existing = self.path_of(name)
         if existing is not None:
             raise Conflict(

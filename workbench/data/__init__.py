@@ -1,0 +1,1 @@
+"""Data studio: read, detect, validate, convert, inspect, clean and split datasets."""
