@@ -5,6 +5,7 @@
     workbench jobs list | show ID | cancel ID
     workbench run RECIPE.yaml
     workbench chat --model default "What is the capital of France?"
+    workbench data inspect | convert | import | self-cognition | list | export  (cli_data.py)
 
 Errors for people (workbench.errors) print as what / where / fix and exit with status 2; with
 --json they print as {"error": {...}}.
@@ -416,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_chat)
+
+    from workbench.cli_data import add_data_commands
+
+    add_data_commands(verbs, common)
     return parser
 
 

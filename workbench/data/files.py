@@ -350,7 +350,7 @@ def _cell(value: str) -> Any:
     stripped = value.strip()
     if stripped[:1] in ("[", "{"):
         try:
-            return json.loads(stripped)
+            return json.loads(stripped, strict=False)  # spreadsheets keep raw newlines
         except json.JSONDecodeError:
             pass
     return value
