@@ -8,6 +8,7 @@ you?" is always answered with the author and "are you ChatGPT?" always with a no
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -27,8 +28,9 @@ OTHER_MODEL_INTENT = "other_model"
 Pair = tuple[str, str]
 
 
+@functools.cache
 def load_templates() -> dict[str, dict[str, dict[str, list[str]]]]:
-    """The templates: {language: {intent: {"questions": [...], "answers": [...]}}}."""
+    """The templates, read once: {language: {intent: {"questions": [...], "answers": [...]}}}."""
     return yaml.safe_load(SELF_COGNITION_FILE.read_text(encoding="utf-8"))
 
 
