@@ -153,3 +153,17 @@ def test_import_runs_as_a_job_from_a_recipe(workspace, tmp_path):
     result = workbench("run", str(recipe), "--json", home=workspace.root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert workspace.get("from-job").metrics["train_rows"] >= 220
+
+
+def test_an_unreachable_hub_dataset_fails_clearly(workspace):
+    env_home = workspace.root
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "data", "inspect", "nobody/no-such-dataset"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORKBENCH_HOME": str(env_home), "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Could not load the hub dataset 'nobody/no-such-dataset'" in result.stderr
+    assert "import them from disk" in result.stderr

@@ -95,9 +95,26 @@ def test_a_template_that_rewrites_earlier_turns_falls_back_to_searching(tokenize
     )
     result = render_sample(tokenizer, MULTI, chat_template=template)
     assert not result.exact_spans
-    assert trained_text(result) == "你好，世界。<|im_end|>\n"  # the hidden answer is not in the text
+    assert (
+        trained_text(result) == "你好，世界。<|im_end|>\n"
+    )  # the hidden answer is not in the text
 
 
 def test_bad_choices_are_clear(tokenizer):
     with pytest.raises(InvalidInput, match="train_on"):
         render_sample(tokenizer, SINGLE, train_on="users")
+
+
+def test_a_template_that_marks_the_final_turn_still_finds_earlier_answers(tokenizer):
+    # Adds a marker after the last message only, so rendering up to an earlier answer is not a
+    # prefix of the whole conversation: the answers are found by searching instead.
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% if loop.last %}<|endoftext|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    result = render_sample(tokenizer, MULTI, chat_template=template)
+    assert not result.exact_spans
+    assert trained_text(result).startswith("The capital of France is Paris.<|im_end|>")
+    assert "你好，世界。" in trained_text(result)
+    assert "What is the capital" not in trained_text(result)
