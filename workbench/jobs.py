@@ -54,6 +54,7 @@ RESOURCES = ("cpu", "gpu")
 DEFAULT_SLOTS = {"gpu": 1, "cpu": 2}
 SLOT_VARIABLES = {"gpu": "WORKBENCH_GPU_SLOTS", "cpu": "WORKBENCH_CPU_SLOTS"}
 JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[a-z][a-z0-9_]{0,39}-[0-9a-f]{6}$")
+RESUMABLE_KINDS = ("train",)  # runners that continue from what their run folder holds
 TERM_TO_KILL_S = 3.0  # after SIGTERM, how long a worker gets before SIGKILL
 LOG_LINES_IN_ERRORS = 20
 EVENTS_FILE, LOG_FILE, RECIPE_FILE, STATUS_FILE, CANCEL_FILE = (
@@ -671,6 +672,57 @@ def cancel(ws: Workspace, job_id: str, *, wait: bool = True, grace_s: float = 10
             continue
         time.sleep(0.1)
     return _kill(ws, job_id, grace_s)
+
+
+def resume(ws: Workspace, job_id: str) -> Job:
+    """Queue a cancelled or failed job again in its own run folder.
+
+    The runner finds what the first attempt left there (a training job: its last checkpoint)
+    and continues; events.jsonl keeps growing, so charts show one curve across attempts.
+
+    Raises:
+        Conflict: the job is still queued or running, or it succeeded.
+        InvalidInput: its kind cannot resume (its runner does not read its run folder back).
+    """
+    from workbench.errors import Conflict
+
+    job = get_job(ws, job_id)
+    if job.status not in ("cancelled", "failed"):
+        raise Conflict(
+            f"Job {job_id} is {job.status}; only a cancelled or failed job can be resumed.",
+            where=job_id,
+            fix="Wait for it to end, or start a new job with `workbench run`.",
+        )
+    if job.kind not in RESUMABLE_KINDS:
+        raise InvalidInput(
+            f"A {job.kind!r} job cannot be resumed.",
+            where=job_id,
+            fix="Run its recipe again: `workbench run " + str(job.run_dir / RECIPE_FILE) + "`.",
+        )
+    with contextlib.suppress(FileNotFoundError):
+        (job.run_dir / CANCEL_FILE).unlink()
+    with _db(ws, write=True) as conn:
+        _update(
+            conn,
+            ws,
+            job_id,
+            {
+                "status": "queued",
+                "pid": None,
+                "pid_created": None,
+                "finished": "",
+                "error": "",
+                "result": "{}",
+                "cancel_requested": 0,
+                "cancel_at": None,
+                "cancel_grace_s": None,
+                "term_sent_at": None,
+            },
+            only_if=("cancelled", "failed"),
+        )
+    EventLog(job.run_dir / EVENTS_FILE)(message="resumed: queued again", status="queued")
+    reconcile(ws)
+    return get_job(ws, job_id)
 
 
 def _pid_created(ws: Workspace, job_id: str) -> float | None:

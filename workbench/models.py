@@ -185,7 +185,7 @@ class ModelRef:
     Attributes:
         name: the name as given.
         path: the Hugging Face folder, or None for a hub id that is not downloaded yet.
-        origin: embedded | artifact | folder | hub.
+        origin: embedded | artifact | adapter | folder | hub.
         hub: huggingface | modelscope for hub ids, "" otherwise.
         manifest: the workspace manifest for "default" and artifacts, else None.
     """
@@ -210,7 +210,6 @@ def resolve_model(name: str, ws: Workspace, *, hub: str = "huggingface") -> Mode
     Raises:
         NotFound: nothing by that name (the message lists known models and accepted forms).
         InvalidInput: a folder that is not a usable model folder; an artifact that is no model.
-        WorkbenchError: an adapter artifact (adapters load in the fine-tuning feature).
     """
     name = (name or "").strip()
     if not name:
@@ -223,13 +222,7 @@ def resolve_model(name: str, ws: Workspace, *, hub: str = "huggingface") -> Mode
     if artifact is not None:
         manifest = ws.get(name)
         if manifest.kind == "adapter":
-            raise WorkbenchError(
-                f"{name!r} is a LoRA adapter, not a full model; loading adapters by name is not "
-                "supported here yet.",
-                where=str(artifact),
-                fix="Adapters load in the fine-tuning feature; merge it into its base model "
-                "(`workbench merge --adapter NAME`) to get a model artifact you can chat with.",
-            )
+            return ModelRef(name, artifact, "adapter", manifest=manifest)
         if manifest.kind != "model":
             raise InvalidInput(
                 f"{name!r} is a {manifest.kind} artifact, not a model.",
@@ -612,6 +605,8 @@ def load_model(
     ws = ws or Workspace()
     started = time.perf_counter()
     ref = resolve_model(name, ws)
+    if ref.origin == "adapter":
+        return _load_with_adapter(ref, ws, device, dtype, trust_remote_code, started)
     folder = ref.path
     if folder is None:
         folder = download_model(ref, ws, trust_remote_code=trust_remote_code)
@@ -659,6 +654,44 @@ def load_model(
     return LoadedModel(
         model, tokenizer, ref, device, dtype, round(time.perf_counter() - started, 3)
     )
+
+
+def adapter_base(manifest: Manifest) -> str:
+    """The base model an adapter artifact was trained on (from its recipe)."""
+    base = (manifest.recipe or {}).get("model", "")
+    if not base:
+        raise WorkbenchError(
+            f"Adapter {manifest.name!r} does not record its base model.",
+            where=f"artifact {manifest.name}",
+            fix="Train it again with Workbench, or merge it by hand into its base model.",
+        )
+    return base
+
+
+def _load_with_adapter(
+    ref: ModelRef, ws: Workspace, device: str, dtype: str, trust: bool, started: float
+) -> LoadedModel:
+    """The adapter's base model with the LoRA adapter on top (not merged), and its tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base = load_model(
+        adapter_base(ref.manifest), ws, device=device, dtype=dtype, trust_remote_code=trust
+    )
+    try:
+        model = PeftModel.from_pretrained(base.model, str(ref.path))
+    except Exception as exc:  # noqa: BLE001 - a damaged adapter surfaces as many types
+        raise WorkbenchError(
+            f"Could not put adapter {ref.name!r} on its base model: {type(exc).__name__}: {exc}",
+            where=str(ref.path),
+            fix="The adapter does not match its base (or is damaged); train it again.",
+        ) from exc
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    seconds = round(time.perf_counter() - started, 3)
+    return LoadedModel(model, tokenizer, ref, base.device, base.dtype, seconds)
 
 
 def _check_remote_code(folder: Path, trust_remote_code: bool) -> None:

@@ -262,6 +262,163 @@ class ImportDataRecipe:
         return [self.model] if self.cutoff > 0 and self.model else []
 
 
+TRAIN_METHODS = ("lora", "qlora", "full")
+TRAIN_OBJECTIVES = ("auto", "sft", "cpt")
+TRAIN_ON_CHOICES = ("assistant", "last", "all")
+SCHEDULERS = ("cosine", "linear", "constant")
+
+
+@register
+@dataclass
+class TrainRecipe:
+    """Fine-tune a model on a dataset artifact: LoRA, QLoRA or full weights.
+
+    Supervised fine-tuning (sft) learns from conversations, with the loss on the assistant's
+    answers; continued pre-training (cpt) learns from raw text, with the loss on every token.
+    """
+
+    kind: ClassVar[str] = "train"
+    runner: ClassVar[str] = "workbench.finetune.trainer:run_train"
+
+    data: str = _help("Dataset artifact to train on (its eval split gives the eval loss).")
+    out: str = _help("Name of the new artifact: an adapter (LoRA, QLoRA) or a model (full).")
+    model: str = _help(
+        "Base model: 'default', a model artifact or a local folder.", default="default"
+    )
+    method: str = _help("lora, qlora (4-bit base, needs bitsandbytes) or full.", default="lora")
+    objective: str = _help(
+        "sft (conversations), cpt (raw text, continued pre-training) or auto (from the data).",
+        default="auto",
+    )
+    train_on: str = _help(
+        "Which tokens count in the loss for conversations: assistant (every answer), last (the "
+        "last answer) or all.",
+        default="assistant",
+    )
+    chat_template: str = _help(
+        "A Jinja chat template to use instead of the model's own.", default=""
+    )
+    cutoff: int = _help("Most tokens per sample; longer samples are cut (cpt: split).", default=512)
+    packing: bool = _help(
+        "Pack several samples into one row so that no compute goes to padding.", default=True
+    )
+    epochs: float = _help("Passes over the training split.", default=3.0)
+    max_steps: int = _help("Stop after this many optimizer steps (0: from epochs).", default=0)
+    batch_size: int = _help("Rows per forward pass.", default=4)
+    grad_accum: int = _help("Forward passes per optimizer step.", default=1)
+    learning_rate: float = _help("Peak learning rate.", default=2e-4)
+    scheduler: str = _help("cosine, linear or constant, after the warmup.", default="cosine")
+    warmup_ratio: float = _help(
+        "Share of the steps spent warming up the learning rate.", default=0.03
+    )
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    max_grad_norm: float = _help("Clip the gradient norm to this (0: no clipping).", default=1.0)
+    seed: int = _help("Seed of initialisation and data order.", default=0)
+    lora_rank: int = _help("LoRA rank r.", default=8)
+    lora_alpha: int = _help(
+        "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).", default=16
+    )
+    lora_dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    lora_targets: str = _help(
+        "Modules that get adapters: all-linear, or names such as q_proj,v_proj.",
+        default="all-linear",
+    )
+    dora: bool = _help("Weight-decomposed LoRA (DoRA).", default=False)
+    rslora: bool = _help("Rank-stabilised LoRA scaling.", default=False)
+    gradient_checkpointing: bool = _help(
+        "Recompute activations in the backward pass: less memory, about 30% slower.", default=False
+    )
+    device: str = _help("auto, cpu or cuda.", default="auto")
+    dtype: str = _help(
+        "auto (bf16 where the hardware supports it, else fp32), float32, bfloat16 or float16.",
+        default="auto",
+    )
+    eval_every: int = _help("Eval loss every N steps (0: at the end of each epoch).", default=0)
+    save_every: int = _help("Checkpoint every N steps (a cancel also saves one).", default=50)
+    probe_prompts: list[str] = _help(
+        "Questions answered every probe_every steps, shown next to the base model's answers.",
+        default_factory=list,
+    )
+    probe_every: int = _help(
+        "Answer the probe prompts every N steps (0: only at the end).", default=0
+    )
+    probe_max_new_tokens: int = _help("Most tokens per probe answer.", default=48)
+    preset: str = _help("The preset this recipe started from (for the record).", default="")
+    trust_remote_code: bool = _help(
+        "Run the model's own code (only for trusted models).", default=False
+    )
+    description: str = _help("Free text shown with the artifact.", default="")
+
+    def __post_init__(self) -> None:
+        check(bool(self.data.strip()), self, "data", "is empty", "Name a dataset artifact.")
+        validate_name(self.out, "output name")
+        check(bool(self.model.strip()), self, "model", "is empty")
+        for name, allowed in (
+            ("method", TRAIN_METHODS),
+            ("objective", TRAIN_OBJECTIVES),
+            ("train_on", TRAIN_ON_CHOICES),
+            ("scheduler", SCHEDULERS),
+            ("device", DEVICES),
+            ("dtype", DTYPES),
+        ):
+            value = getattr(self, name)
+            check(
+                value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}."
+            )
+        check(16 <= self.cutoff <= 131072, self, "cutoff", f"is {self.cutoff}; use 16 to 131072")
+        check(self.epochs > 0 or self.max_steps > 0, self, "epochs", "and max_steps are both 0")
+        check(self.max_steps >= 0, self, "max_steps", "is negative")
+        for name in ("batch_size", "grad_accum", "lora_rank", "lora_alpha", "probe_max_new_tokens"):
+            check(
+                getattr(self, name) >= 1, self, name, f"is {getattr(self, name)}; it must be >= 1"
+            )
+        check(0 < self.learning_rate <= 1.0, self, "learning_rate", f"is {self.learning_rate}")
+        check(
+            0 <= self.warmup_ratio < 1, self, "warmup_ratio", f"is {self.warmup_ratio}; use 0 to <1"
+        )
+        check(0 <= self.lora_dropout < 1, self, "lora_dropout", f"is {self.lora_dropout}")
+        for name in ("eval_every", "save_every", "probe_every"):
+            check(getattr(self, name) >= 0, self, name, "is negative")
+        check(self.max_grad_norm >= 0, self, "max_grad_norm", "is negative")
+
+    def resource(self) -> str:
+        from workbench.hardware import resolve_device
+
+        return "gpu" if resolve_device(self.device) == "cuda" else "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.model, self.data]
+
+    def target_modules(self) -> str | list[str]:
+        """lora_targets as peft wants it: "all-linear" or a list of module names."""
+        if self.lora_targets.strip() == "all-linear":
+            return "all-linear"
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+
+@register
+@dataclass
+class MergeRecipe:
+    """Merge a LoRA adapter into its base model, giving a new model artifact."""
+
+    kind: ClassVar[str] = "merge"
+    runner: ClassVar[str] = "workbench.finetune.merge:run_merge"
+
+    adapter: str = _help("The adapter artifact to merge.")
+    out: str = _help("Name of the merged model artifact.")
+    description: str = _help("Free text shown with the artifact.", default="")
+
+    def __post_init__(self) -> None:
+        check(bool(self.adapter.strip()), self, "adapter", "is empty", "Name an adapter artifact.")
+        validate_name(self.out, "output name")
+
+    def resource(self) -> str:
+        return "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.adapter]
+
+
 # --- conversion ------------------------------------------------------------------------------
 
 

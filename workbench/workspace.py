@@ -31,7 +31,7 @@ from pathlib import Path
 from workbench.errors import Conflict, InvalidInput, NotFound
 
 KIND_FOLDERS = {"model": "models", "adapter": "adapters", "dataset": "datasets", "eval": "evals"}
-MODEL_VARIANTS = ("base", "merged", "quantized")
+MODEL_VARIANTS = ("base", "finetuned", "merged", "quantized")
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # used with fullmatch
 
@@ -43,7 +43,7 @@ class Manifest:
     Attributes:
         name: unique name in the workspace.
         kind: model | adapter | dataset | eval.
-        variant: for models, base | merged | quantized; "" otherwise.
+        variant: for models, base | finetuned | merged | quantized; "" otherwise.
         parents: names of the artifacts it was made from (its lineage).
         recipe: the recipe (as a dict) of the job that made it.
         created: ISO 8601 time, UTC.

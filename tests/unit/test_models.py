@@ -127,12 +127,12 @@ def test_folder_without_weights_is_named(workspace, tiny_model_dir, tmp_path):
     assert str(folder) == err.value.where
 
 
-def test_adapter_artifact_points_to_fine_tuning(workspace):
+def test_an_adapter_resolves_and_one_without_a_base_is_refused_when_loaded(workspace):
     with workspace.create("adapter", "lora-1") as staging:
         (staging / "adapter_config.json").write_text("{}", "utf-8")
-    with pytest.raises(WorkbenchError, match="adapter") as err:
-        resolve_model("lora-1", workspace)
-    assert "merge" in err.value.fix
+    assert resolve_model("lora-1", workspace).origin == "adapter"
+    with pytest.raises(WorkbenchError, match="does not record its base model"):
+        load_model("lora-1", workspace)
 
 
 def test_dataset_artifact_is_not_a_model(workspace):

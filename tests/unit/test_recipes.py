@@ -18,6 +18,16 @@ from workbench.recipes import (
 
 # One example per kind, with values away from the defaults so a field lost on the way shows.
 EXAMPLES = {
+    "import_data": {"source": "data/qa.jsonl", "name": "qa", "dedupe": "near", "cutoff": 256},
+    "train": {
+        "data": "qa",
+        "out": "qa-lora",
+        "method": "qlora",
+        "lora_targets": "q_proj,v_proj",
+        "probe_prompts": ["Who are you?", "你是谁？"],
+        "device": "cpu",
+    },
+    "merge": {"adapter": "qa-lora", "out": "qa-merged"},
     "generate": {
         "model": "tiny",
         "prompts": ["What is the capital of France?", "你好，请介绍一下书生浦语。", "a: b # c"],

@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA, QLoRA and full weights, on conversations (sft) or raw text (cpt)."""
