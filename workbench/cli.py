@@ -2,7 +2,8 @@
 
     workbench doctor
     workbench models list | prepare [MODEL]
-    workbench jobs list | show ID | cancel ID
+    workbench jobs list | show ID | cancel ID | resume ID
+    workbench train --data DATASET --out NAME [--preset classroom] | merge   (cli_train.py)
     workbench run RECIPE.yaml
     workbench chat --model default "What is the capital of France?"
     workbench data inspect | convert | import | self-cognition | list | export  (cli_data.py)
@@ -202,6 +203,13 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 # --- run -------------------------------------------------------------------------------------
 
 
+def cmd_jobs_resume(args: argparse.Namespace) -> int:
+    from workbench.jobs import resume
+
+    ws = Workspace()
+    return follow_job(ws, resume(ws, args.id), args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.recipes import load_recipe
 
@@ -211,9 +219,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _submit_and_follow(ws: Workspace, recipe: Any, args: argparse.Namespace) -> int:
     """Queue `recipe` as a job; unless --detach, print its progress until it ends."""
-    from workbench.jobs import follow, get_job, submit
+    from workbench.jobs import submit
 
-    job = submit(ws, recipe)
+    return follow_job(ws, submit(ws, recipe), args)
+
+
+def follow_job(ws: Workspace, job: Any, args: argparse.Namespace) -> int:
+    """Unless --detach, print the progress of `job` until it ends; exit status as the job's."""
+    from workbench.jobs import follow, get_job
+
     if args.detach:
         if args.json:
             _print_json(job.to_dict())
@@ -400,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for a graceful stop before killing",
     )
     p.set_defaults(func=cmd_jobs_cancel)
+    p = jobs.add_parser(
+        "resume", parents=[common, follow], help="continue a cancelled or failed training job"
+    )
+    p.add_argument("id")
+    p.set_defaults(func=cmd_jobs_resume)
 
     p = verbs.add_parser("run", parents=[common, follow], help="run a recipe YAML as a job")
     p.add_argument("recipe", help="path to a recipe YAML (the UI shows the one it launches)")
@@ -419,8 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     from workbench.cli_data import add_data_commands
+    from workbench.cli_train import add_train_commands
 
     add_data_commands(verbs, common)
+    add_train_commands(verbs, common, follow)
     return parser
 
 

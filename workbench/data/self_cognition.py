@@ -123,3 +123,16 @@ def generate_self_cognition(
         }
         for question, answer in chosen
     ]
+
+
+HELD_OUT_FILE = SELF_COGNITION_FILE.with_name("self_cognition_heldout.yaml")
+
+
+def held_out_questions(languages: tuple[str, ...] = LANGUAGES) -> list[tuple[str, str]]:
+    """Identity questions that the generator never uses, as (language, question) pairs.
+
+    A model tuned on the generated set that names itself in answer to these has learned who it
+    is, not just the training questions.
+    """
+    questions = yaml.safe_load(HELD_OUT_FILE.read_text(encoding="utf-8"))
+    return [(lang, q) for lang in languages for q in questions[lang]]

@@ -163,7 +163,18 @@ def run_train(
         while state["batch"] < len(epoch_batches) and state["step"] < total_steps:
             group = epoch_batches[state["batch"] : state["batch"] + recipe.grad_accum]
             step_started = time.perf_counter()
-            loss, tokens = _train_step(model, group, device, autocast)
+            try:
+                done = _train_step(model, group, device, autocast, should_stop)
+            except BaseException:  # a forced stop or a crash mid-step: keep the last step
+                optimizer.zero_grad(set_to_none=True)
+                if state["step"]:
+                    save_checkpoint(run_dir, model, optimizer, scheduler, state)
+                raise
+            if done is None:  # a cancel between micro-batches: the last full step is kept
+                optimizer.zero_grad(set_to_none=True)
+                stopped = True
+                break
+            loss, tokens = done
             grad_norm = _clip(params, recipe.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -340,11 +351,14 @@ def _autocast(device: str, dtype: str, method: str) -> Any:
     return nullcontext
 
 
-def _train_step(model: Any, group: list, device: str, autocast: Any) -> tuple[float, int]:
+def _train_step(
+    model: Any, group: list, device: str, autocast: Any, should_stop: Callable[[], bool]
+) -> tuple[float, int] | None:
     """Forward and backward over the micro-batches of one optimizer step.
 
     The loss is summed over trained tokens and divided by their count in the whole step, so
-    gradient accumulation gives the same gradient as one big batch.
+    gradient accumulation gives the same gradient as one big batch. Returns None when a stop
+    was asked for between micro-batches (the step is then abandoned).
     """
     import torch
 
@@ -353,6 +367,8 @@ def _train_step(model: Any, group: list, device: str, autocast: Any) -> tuple[fl
     total = 0.0
     tokens = 0
     for batch in group:
+        if should_stop():
+            return None
         with autocast():
             out = model(
                 input_ids=batch.input_ids.to(device),
