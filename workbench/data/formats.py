@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
+PLAIN_ROLES = frozenset(("system", "user", "assistant"))
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -224,9 +225,17 @@ def _openai_matches(row: dict) -> bool:
 
 
 def _openai_to(row: dict) -> tuple[dict, list[str]]:
-    messages, fields = [], []
-    for i, item in enumerate(_list(row, "messages")):
-        where = f"messages[{i}]"
+    items = _list(row, "messages")
+    fields = [f"messages[{i}]" for i in range(len(items))]
+    messages = []
+    for i, item in enumerate(items):
+        # The common case, a plain {role, content} text message, takes the short path.
+        if type(item) is dict and len(item) == 2 and type(item.get("content")) is str:
+            role = item.get("role")
+            if role in PLAIN_ROLES:
+                messages.append({"role": role, "content": item["content"]})
+                continue
+        where = fields[i]
         if not isinstance(item, dict):
             raise RowProblem(where, "must be an object with 'role' and 'content'")
         raw_role = str(item.get("role", "")).lower()
@@ -241,7 +250,6 @@ def _openai_to(row: dict) -> tuple[dict, list[str]]:
         if role == "tool" and item.get("tool_call_id"):
             message["tool_call_id"] = item["tool_call_id"]
         messages.append(message)
-        fields.append(where)
     return {"messages": messages}, fields
 
 
@@ -436,9 +444,12 @@ def check_sample(sample: dict, fields: list[str], max_chars: int = DEFAULT_MAX_R
 def sample_chars(sample: dict) -> int:
     if "text" in sample:
         return len(sample["text"])
-    return sum(
-        len(m["content"]) + len(json.dumps(m.get("tool_calls") or "")) for m in sample["messages"]
-    )
+    size = 0
+    for m in sample["messages"]:
+        size += len(m["content"])
+        if "tool_calls" in m:
+            size += len(json.dumps(m["tool_calls"]))
+    return size
 
 
 def sample_from_row(row: dict, fmt: str, max_chars: int = DEFAULT_MAX_ROW_CHARS) -> dict:
