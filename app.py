@@ -94,7 +94,15 @@ with st.sidebar:
 
 home = st.Page(ROOT / "pages" / "home.py", title=t("nav.home", lang), icon=":material/home:")
 jobs = st.Page(ROOT / "pages" / "jobs.py", title=t("nav.jobs", lang), icon=":material/list_alt:")
-page = st.navigation([home, jobs])
+data_pages = [
+    st.Page(ROOT / "pages" / f"data_{name}.py", title=title, icon=icon)
+    for name, title, icon in (
+        ("import", t("nav.data_import", lang), ":material/upload_file:"),
+        ("explore", t("nav.data_explore", lang), ":material/manage_search:"),
+        ("prepare", t("nav.data_prepare", lang), ":material/cleaning_services:"),
+    )
+]
+page = st.navigation({"": [home, jobs], t("nav.data_section", lang): data_pages})
 st.session_state["via_app"] = True
 try:
     page.run()

@@ -26,17 +26,27 @@ ws = Workspace()
 def show_start_here() -> None:
     st.subheader(t("home.start_title", lang))
     st.markdown(t("home.start_intro", lang))
-    steps = [
-        t("home.step_data", lang),
-        t("home.step_finetune", lang),
-        t("home.step_quantize", lang),
-        t("home.step_evaluate", lang),
-        t("home.step_chat", lang),
-        t("home.step_agent", lang),
+    steps = [  # (text, available now)
+        (t("home.step_data", lang), True),
+        (t("home.step_finetune", lang), False),
+        (t("home.step_quantize", lang), False),
+        (t("home.step_evaluate", lang), False),
+        (t("home.step_chat", lang), False),
+        (t("home.step_agent", lang), False),
     ]
     later = t("home.coming_later", lang)
-    st.markdown("\n".join(f"{i}. {step} — _{later}_" for i, step in enumerate(steps, 1)))
+    lines = [
+        f"{i}. {text}" + ("" if ready else f" — _{later}_")
+        for i, (text, ready) in enumerate(steps, 1)
+    ]
+    st.markdown("\n".join(lines))
     st.info(t("home.available_now", lang), icon=":material/check_circle:")
+    st.page_link(
+        "pages/data_import.py",
+        label=t("home.open_data", lang),
+        icon=":material/upload_file:",
+        query_params={"lang": lang},
+    )
 
 
 def show_hardware() -> None:
