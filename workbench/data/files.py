@@ -36,7 +36,8 @@ FILE_TYPES = ("jsonl", "json", "csv", "parquet", "text", "datasets", "hub")
 EXPORT_TYPES = ("jsonl", "json", "csv", "parquet")
 HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 NOT_UTF8 = "\x00not-utf8:"  # marks an undecodable JSONL line (JSON text cannot hold NUL)
-RAW_KEPT = 2000  # characters of a bad row kept in the rejects file
+RAW_KEPT = 2000
+HUB_TIMEOUT_S = 5.0  # characters of a bad row kept in the rejects file
 
 
 @dataclass
@@ -425,9 +426,16 @@ def _pick_split(loaded: Any, split: str, where: str) -> tuple[Any, list[str]]:
 
 
 def _read_hub(hub_id: str, split: str) -> SourceFile:
+    import os
+
     import datasets
 
     try:
+        if not os.environ.get("HF_HUB_OFFLINE"):
+            # One short request first: a closed network fails in seconds, not after retries.
+            from huggingface_hub import HfApi
+
+            HfApi().dataset_info(hub_id, timeout=HUB_TIMEOUT_S)
         loaded = datasets.load_dataset(hub_id, split=split)
     except Exception as exc:  # offline, unknown id, gated: all surface as different types
         raise NotFound(
