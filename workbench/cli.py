@@ -438,10 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     from workbench.cli_data import add_data_commands
+    from workbench.cli_eval import add_eval_commands
     from workbench.cli_train import add_train_commands
 
     add_data_commands(verbs, common)
     add_train_commands(verbs, common, follow)
+    add_eval_commands(verbs, common, follow)
     return parser
 
 

@@ -419,6 +419,60 @@ class MergeRecipe:
         return [self.adapter]
 
 
+@register
+@dataclass
+class EvalRecipe:
+    """Evaluate models on tasks; the scores become an eval artifact linked to the models."""
+
+    kind: ClassVar[str] = "eval"
+    runner: ClassVar[str] = "workbench.evaluate.runner:run_eval"
+
+    models: list[str] = _help(
+        "Models to compare: 'default', workspace models or adapters, folders, or remote "
+        "'openai:URL#model'. The first is the baseline of judge tasks."
+    )
+    tasks: list[str] = _help(
+        "Bundled task or suite names (`workbench eval --list`) and task files (.jsonl/.csv/.yaml)."
+    )
+    limit: int = _help("Use only the first N samples of each task (0: all).", default=0)
+    batch_size: int = _help("Continuations scored per forward pass.", default=32)
+    judge: str = _help("Model that judges pairwise answers (judge tasks).", default="")
+    identity_name: str = _help(
+        "Name the model should give itself (identity tasks); empty: read from the lineage.",
+        default="",
+    )
+    identity_author: str = _help("Author the model should name (identity tasks).", default="")
+    name: str = _help("Name of the eval artifact; empty: eval-<time>.", default="")
+    seed: int = _help("Seed of the bootstrap confidence intervals.", default=0)
+    device: str = _help("auto, cpu or cuda (local models).", default="auto")
+    dtype: str = _help("auto, float32, bfloat16 or float16 (local models).", default="auto")
+    description: str = _help("Free text shown with the results.", default="")
+
+    def __post_init__(self) -> None:
+        self.models = [m.strip() for m in self.models if m.strip()]
+        self.tasks = [t.strip() for t in self.tasks if t.strip()]
+        check(bool(self.models), self, "models", "is empty", "Name at least one model.")
+        check(
+            len(set(self.models)) == len(self.models), self, "models", "names a model twice"
+        )
+        check(bool(self.tasks), self, "tasks", "is empty", "Name at least one task or suite.")
+        check(self.limit >= 0, self, "limit", f"is {self.limit}; use 0 (all) or more")
+        check(1 <= self.batch_size <= 4096, self, "batch_size", f"is {self.batch_size}")
+        if self.name:
+            validate_name(self.name, "eval name")
+        for name, allowed in (("device", DEVICES), ("dtype", DTYPES)):
+            value = getattr(self, name)
+            check(value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}.")
+
+    def resource(self) -> str:
+        from workbench.hardware import resolve_device
+
+        return "gpu" if resolve_device(self.device) == "cuda" else "cpu"
+
+    def uses(self) -> list[str]:
+        return [m for m in [*self.models, self.judge] if m and ":" not in m]
+
+
 # --- conversion ------------------------------------------------------------------------------
 
 
