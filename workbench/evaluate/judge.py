@@ -20,6 +20,7 @@ from typing import Any
 
 from workbench.errors import InvalidInput
 from workbench.evaluate.tasks import (
+    KINDS,
     RunContext,
     SampleResult,
     Task,
@@ -176,3 +177,6 @@ class Arena:
 
     def aggregate(self, task: Task, results: list[SampleResult], seed: int) -> dict:
         return mean_metrics(self.metrics, results, seed)
+
+
+KINDS.update(judge=PairwiseJudge(), arena=Arena())

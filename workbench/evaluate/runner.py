@@ -192,6 +192,8 @@ class _Run:
                     if len(fresh) >= max(1, self.recipe.batch_size // 4):
                         cache.store(self.ws, fingerprint, task.version, task.name, fresh)
                         fresh = {}
+                    if self.should_stop():
+                        break
                 pending = []
             except Exception as exc:  # noqa: BLE001 - one bad sample must not sink the run
                 pending = [s for s in pending if str(s["id"]) not in mine]

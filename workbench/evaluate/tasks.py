@@ -266,6 +266,8 @@ class MultipleChoice:
     ) -> Iterator[SampleResult]:
         per_batch = max(1, ctx.batch_size // 4)
         for start in range(0, len(samples), per_batch):
+            if ctx.should_stop():
+                return
             batch = samples[start : start + per_batch]
             requests = [r for s in batch for r in self.requests(task, s)]
             scored = engine.loglikelihood(requests)
@@ -505,19 +507,14 @@ class Identity:
         return mean_metrics(self.metrics, results, seed)
 
 
-def _judge_kinds() -> dict[str, Any]:
-    from workbench.evaluate.judge import Arena, PairwiseJudge
-
-    return {"judge": PairwiseJudge(), "arena": Arena()}
-
-
 KINDS: dict[str, Any] = {
     "multiple_choice": MultipleChoice(),
     "generation": Generation(),
     "perplexity": Perplexity(),
     "identity": Identity(),
 }
-KINDS.update(_judge_kinds())
+# judge.py adds "judge" and "arena" to KINDS; importing it here makes the table complete.
+from workbench.evaluate import judge as _judge  # noqa: E402, F401
 
 
 def headline_metric(task: Task) -> str:
