@@ -9,10 +9,11 @@ a second time:
     forward 1: contexts   [G questions x context length]      -> cache, logits of the last token
     forward 2: choices    [R choices  x longest choice - 1]   with the cache of their question
 
-Tokenization follows lm-evaluation-harness so that the numbers agree with it: trailing spaces of
-the context move to the continuation, the continuation's tokens are those of
-`encode(context + continuation)` after the context's tokens, no special tokens are added, and an
-empty context is replaced by the end-of-text token. Too long inputs lose tokens on the left.
+Tokenization follows lm-evaluation-harness so that the numbers agree with it: trailing
+whitespace of the context moves to the continuation, the continuation's tokens are those of
+`encode(context + continuation)` after the context's tokens (the tokenizer's own special tokens,
+such as a BOS, included), and an empty context is replaced by the BOS token (the end-of-text
+token when there is no BOS). Too long inputs lose tokens on the left.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
         continuation = context[len(stripped) :] + continuation
         context = stripped
     if not context:
-        prefix = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-        return [prefix], tokenizer.encode(continuation, add_special_tokens=False)
-    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
-    context_ids = tokenizer.encode(context, add_special_tokens=False)
+        prefix = tokenizer.bos_token_id
+        if prefix is None:
+            prefix = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        return [prefix], tokenizer.encode(continuation)
+    whole = tokenizer.encode(context + continuation)
+    context_ids = tokenizer.encode(context)
     return context_ids, whole[len(context_ids) :]
 
 

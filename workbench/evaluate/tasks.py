@@ -26,7 +26,7 @@ generation       chat messages through the model's chat template: the system pro
                  else the last number), exact (the text after the marker, else the first line,
                  compared without case, spaces and punctuation), contains, or instructions
                  (every check of the sample's `checks` list must pass).
-perplexity       log-likelihood of the text after the end-of-text token; bits per byte over
+perplexity       log-likelihood of the text after the BOS token; bits per byte over
                  the whole set (lower is better; comparable across tokenizers).
 identity         the held-out question alone as a user turn; counts answers that say the
                  expected name (and, separately, the author).
@@ -428,7 +428,7 @@ class Perplexity:
                 raise bad_sample(task, sample, "has no `text`.", "Give each sample some text.")
 
     def prompt(self, task: Task, sample: dict) -> str:
-        return "<end-of-text>" + "⟦" + sample["text"] + "⟧"
+        return "<bos>" + "⟦" + sample["text"] + "⟧"
 
     def score(
         self, task: Task, samples: list[dict], engine: Any, ctx: RunContext
