@@ -102,7 +102,20 @@ data_pages = [
         ("prepare", t("nav.data_prepare", lang), ":material/cleaning_services:"),
     )
 ]
-page = st.navigation({"": [home, jobs], t("nav.data_section", lang): data_pages})
+finetune_pages = [
+    st.Page(ROOT / "pages" / f"{name}.py", title=title, icon=icon)
+    for name, title, icon in (
+        ("finetune", t("nav.finetune", lang), ":material/tune:"),
+        ("runs", t("nav.runs", lang), ":material/monitoring:"),
+    )
+]
+page = st.navigation(
+    {
+        "": [home, jobs],
+        t("nav.data_section", lang): data_pages,
+        t("nav.finetune_section", lang): finetune_pages,
+    }
+)
 st.session_state["via_app"] = True
 try:
     page.run()

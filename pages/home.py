@@ -28,7 +28,7 @@ def show_start_here() -> None:
     st.markdown(t("home.start_intro", lang))
     steps = [  # (text, available now)
         (t("home.step_data", lang), True),
-        (t("home.step_finetune", lang), False),
+        (t("home.step_finetune", lang), True),
         (t("home.step_quantize", lang), False),
         (t("home.step_evaluate", lang), False),
         (t("home.step_chat", lang), False),
@@ -45,6 +45,12 @@ def show_start_here() -> None:
         "pages/data_import.py",
         label=t("home.open_data", lang),
         icon=":material/upload_file:",
+        query_params={"lang": lang},
+    )
+    st.page_link(
+        "pages/finetune.py",
+        label=t("home.open_finetune", lang),
+        icon=":material/tune:",
         query_params={"lang": lang},
     )
 

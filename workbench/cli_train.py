@@ -12,9 +12,11 @@ Training runs as a job (closing the terminal does not stop it: `workbench jobs s
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from workbench.cli import follow_job
+from workbench.cli import EXIT_FAILED, _print_json, follow_job
+from workbench.errors import WorkbenchError
 from workbench.workspace import Workspace
 
 # flag -> recipe field, for the flags whose names differ from the field
@@ -43,6 +45,7 @@ TRAIN_FLAGS = (
     "gradient_checkpointing",
     "device",
     "dtype",
+    "processes",
     "seed",
     "eval_every",
     "save_every",
@@ -83,12 +86,43 @@ def train_recipe_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from workbench.finetune.fit import check_fit
     from workbench.jobs import submit
 
     recipe = train_recipe_from_args(args)
     ws = Workspace()
     ws.refuse_taken(recipe.out)  # before queueing, not minutes later
+    if args.check or not args.force:
+        report = check_fit(recipe, ws)
+        if args.check:
+            if args.json:
+                _print_json(report)
+            else:
+                _print_fit(report)
+            return 0 if report["fits"] else EXIT_FAILED
+        if not report["fits"]:
+            _print_fit(report)
+            raise WorkbenchError(
+                "The run would not fit in memory: " + report["verdict"],
+                where="workbench train",
+                fix="Apply a suggestion above, or pass --force to start anyway.",
+            )
+        if not args.json:
+            print(report["verdict"], file=sys.stderr)
     return follow_job(ws, submit(ws, recipe, title=f"train {recipe.method}: {recipe.out}"), args)
+
+
+def _print_fit(report: dict) -> None:
+    memory, timing = report["memory"], report["time"]
+    print(report["verdict"])
+    parts = ", ".join(f"{k} {v:.2f} GB" for k, v in memory["parts_gb"].items() if v)
+    print(f"Memory:  {parts}")
+    print(
+        f"Time:    ~{timing['seconds'] / 60:.0f} min for {report['tokens']:,} tokens "
+        f"({timing['tokens_per_second']:.0f} tokens/s, {timing['steps']} steps)"
+    )
+    for suggestion in memory["suggestions"]:
+        print(f"  - {suggestion}")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -146,12 +180,15 @@ def add_train_commands(
     p.add_argument("--no-packing", action="store_true")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--processes", type=int, help="training processes, one per GPU (data parallel)")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
     p.add_argument("--probe", action="append", help="a probe prompt (repeat for more)")
     p.add_argument("--probe-every", type=int)
     p.add_argument("--description")
+    p.add_argument("--check", action="store_true", help="only say whether it fits, and how long")
+    p.add_argument("--force", action="store_true", help="start even if it does not seem to fit")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(

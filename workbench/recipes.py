@@ -329,6 +329,11 @@ class TrainRecipe:
         "Recompute activations in the backward pass: less memory, about 30% slower.", default=False
     )
     device: str = _help("auto, cpu or cuda.", default="auto")
+    processes: int = _help(
+        "Training processes, one per GPU; more than 1 trains data parallel (DDP) through "
+        "accelerate, each process on its share of every step's batches.",
+        default=1,
+    )
     dtype: str = _help(
         "auto (bf16 where the hardware supports it, else fp32), float32, bfloat16 or float16.",
         default="auto",
@@ -368,7 +373,8 @@ class TrainRecipe:
         check(16 <= self.cutoff <= 131072, self, "cutoff", f"is {self.cutoff}; use 16 to 131072")
         check(self.epochs > 0 or self.max_steps > 0, self, "epochs", "and max_steps are both 0")
         check(self.max_steps >= 0, self, "max_steps", "is negative")
-        for name in ("batch_size", "grad_accum", "lora_rank", "lora_alpha", "probe_max_new_tokens"):
+        names = ("batch_size", "grad_accum", "lora_rank", "lora_alpha", "probe_max_new_tokens")
+        for name in (*names, "processes"):
             check(
                 getattr(self, name) >= 1, self, name, f"is {getattr(self, name)}; it must be >= 1"
             )
@@ -471,6 +477,68 @@ class EvalRecipe:
 
     def uses(self) -> list[str]:
         return [m for m in [*self.models, self.judge] if m and ":" not in m]
+
+
+SERVE_BACKENDS = ("local", "lmdeploy")
+WEIGHT_FORMATS = ("auto", "model", "bfloat16", "int8", "int4")
+
+
+@register
+@dataclass
+class ServeRecipe:
+    """Serve a model over an OpenAI-compatible HTTP API until cancelled (server.py)."""
+
+    kind: ClassVar[str] = "serve"
+    runner: ClassVar[str] = "workbench.server:run_serve"
+
+    model: str = _help("Model to serve: 'default', a workspace model or a local folder.")
+    host: str = _help(
+        "Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (the network).",
+        default="127.0.0.1",
+    )
+    port: int = _help("TCP port (0 picks a free one).", default=8000)
+    api_key: str = _help("Clients must send this key (empty: no key needed).", default="")
+    backend: str = _help(
+        "local (Workbench's engine) or lmdeploy (LMDeploy's server, GPU only).", default="local"
+    )
+    gradio: bool = _help("Also serve a Gradio chat demo at /demo.", default=False)
+    weights: str = _help(
+        "Local engine weights: auto, model, bfloat16, int8 or int4 (CPU).", default="auto"
+    )
+    slots: int = _help("Requests decoded together; more wait in line.", default=8)
+    max_len: int = _help("Tokens per request, prompt and answer (0: up to 4096).", default=0)
+    device: str = _help("auto, cpu or cuda.", default="auto")
+    dtype: str = _help("auto, float32, bfloat16 or float16.", default="auto")
+    trust_remote_code: bool = _help(
+        "Run the model's own Python code (only for trusted models).", default=False
+    )
+
+    def __post_init__(self) -> None:
+        check(bool(self.model.strip()), self, "model", "is empty")
+        check(bool(self.host.strip()), self, "host", "is empty", "Use 127.0.0.1.")
+        check(0 <= self.port <= 65535, self, "port", f"is {self.port}", "Use 1024 to 65535.")
+        for name, allowed in (
+            ("backend", SERVE_BACKENDS),
+            ("weights", WEIGHT_FORMATS),
+            ("device", DEVICES),
+            ("dtype", DTYPES),
+        ):
+            value = getattr(self, name)
+            check(
+                value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}."
+            )
+        check(1 <= self.slots <= 256, self, "slots", f"is {self.slots}", "Use 1 to 256.")
+        check(self.max_len >= 0, self, "max_len", "is negative", "Use 0 for the default.")
+
+    def resource(self) -> str:
+        from workbench.hardware import resolve_device
+
+        if self.backend == "lmdeploy":
+            return "gpu"
+        return "gpu" if resolve_device(self.device) == "cuda" else "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.model]
 
 
 # --- conversion ------------------------------------------------------------------------------

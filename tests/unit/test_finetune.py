@@ -216,3 +216,18 @@ def test_packed_rows_give_the_same_loss_as_separate_rows(tiny_model_dir):
 
     assert loss(packed[0]) == pytest.approx(loss(padded[0]), rel=1e-4)
     assert packed[0].input_ids.numel() < padded[0].input_ids.numel()  # no padding spent
+
+
+def test_running_out_of_memory_is_told_in_plain_words():
+    import torch
+
+    from workbench.finetune.trainer import _oom_error, is_out_of_memory
+
+    try:  # the CPU allocator's real failure: far more than any machine has
+        torch.empty(2**50, dtype=torch.uint8)
+    except RuntimeError as exc:
+        assert is_out_of_memory(exc)
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    error = _oom_error(TrainRecipe(data="d", out="o", batch_size=8, cutoff=512), "training step 3")
+    assert "Out of memory while training step 3" in str(error)
+    assert "batch 8 × 512" in str(error) and "resume" in error.fix

@@ -46,12 +46,18 @@ def run_train(
     should_stop: Callable[[], bool] = lambda: False,
     run_dir: Path | None = None,
     job_id: str = "",
+    ranks: Any = None,
     **_: Any,
 ) -> dict:
-    """Train, checkpoint, and save the result as an artifact. See the module docstring."""
+    """Train, checkpoint, and save the result as an artifact. See the module docstring.
+
+    With `recipe.processes` > 1 this starts the training processes and waits for them
+    (workbench.finetune.distributed); each of them calls this function again with its `ranks`.
+    """
     import torch
 
     from workbench.data.prepare import read_dataset
+    from workbench.finetune.distributed import Ranks, run_launched
     from workbench.hardware import resolve_device, resolve_dtype
     from workbench.models import resolve_model
 
@@ -69,10 +75,24 @@ def run_train(
     objective = _objective(recipe, ws)
     device = resolve_device(recipe.device)
     dtype = resolve_dtype(recipe.dtype, device)
+    if recipe.processes > 1 and ranks is None:
+        return run_launched(
+            recipe,
+            ws,
+            progress=progress,
+            should_stop=should_stop,
+            run_dir=run_dir,
+            gpus=torch.cuda.device_count() if device == "cuda" else 0,
+            dtype=dtype,
+            job_id=job_id,
+        )
+    ranks = ranks or Ranks()
+    ranks.start()
     torch.manual_seed(recipe.seed)
 
     progress(message="loading the model", stage="load")
     model, tokenizer = _load_for_training(recipe, ref.path, device, dtype)
+    trained_model = ranks.wrap(model)  # DDP around `model` when there are several processes
     train_samples = read_dataset(ws, recipe.data, "train")
     eval_samples = _eval_split(ws, recipe.data)
     template = recipe.chat_template or None
@@ -111,7 +131,18 @@ def run_train(
             epoch=0,
         )
     )
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / recipe.grad_accum))
+    # Every process takes one micro-batch in turn, so a step consumes grad_accum × processes
+    # of them and an epoch only whole rounds (the tail is at most processes - 1 batches).
+    per_step = recipe.grad_accum * ranks.world
+    usable = batches_per_epoch - batches_per_epoch % ranks.world
+    if not usable:
+        raise InvalidInput(
+            f"Dataset {recipe.data!r} gives {batches_per_epoch} batch(es) per epoch, fewer than "
+            f"the {ranks.world} training processes.",
+            where="processes",
+            fix="Use fewer processes or a smaller batch_size.",
+        )
+    steps_per_epoch = max(1, math.ceil(usable / per_step))
     total_steps = recipe.max_steps or max(1, math.ceil(recipe.epochs * steps_per_epoch))
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -131,12 +162,12 @@ def run_train(
         progress(
             message=f"resumed from step {state['step']}", stage="resume", resumed=state["step"]
         )
-    else:
+    elif ranks.main:
         _write_json(run_dir / "data_counts.json", counts)
 
     autocast = _autocast(device, dtype, recipe.method)
     probe = _Prober(recipe, model, tokenizer, run_dir, device, dtype, ref)
-    if checkpoint is None:
+    if checkpoint is None and ranks.main:
         probe.base_answers()
     progress(
         step=state["step"],
@@ -160,21 +191,28 @@ def run_train(
             seed=recipe.seed,
             epoch=state["epoch"],
         )
-        while state["batch"] < len(epoch_batches) and state["step"] < total_steps:
-            group = epoch_batches[state["batch"] : state["batch"] + recipe.grad_accum]
+        while state["batch"] < usable and state["step"] < total_steps:
+            group = epoch_batches[state["batch"] : min(state["batch"] + per_step, usable)]
+            mine = group[ranks.rank :: ranks.world]
             step_started = time.perf_counter()
             try:
-                done = _train_step(model, group, device, autocast, should_stop)
-            except BaseException:  # a forced stop or a crash mid-step: keep the last step
+                items = ranks.total(sum(b.trained for b in mine))[0] / ranks.world
+                # several processes must run the same micro-batches: they stop between steps
+                stop_check = (lambda: False) if ranks.active else should_stop
+                done = _train_step(trained_model, mine, device, autocast, stop_check, items)
+            except BaseException as exc:  # a forced stop or a crash mid-step: keep the last step
                 optimizer.zero_grad(set_to_none=True)
-                if state["step"]:
+                if state["step"] and ranks.main:
                     save_checkpoint(run_dir, model, optimizer, scheduler, state)
+                if is_out_of_memory(exc):
+                    raise _oom_error(recipe, f"training step {state['step'] + 1}") from exc
                 raise
             if done is None:  # a cancel between micro-batches: the last full step is kept
                 optimizer.zero_grad(set_to_none=True)
                 stopped = True
                 break
-            loss, tokens = done
+            loss, tokens = ranks.total(*done)  # each process's share of the step's mean
+            loss, tokens = loss / ranks.world, int(tokens)
             grad_norm = _clip(params, recipe.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -194,35 +232,39 @@ def run_train(
                 grad_norm=grad_norm,
                 tokens_per_s=tokens / max(time.perf_counter() - step_started, 1e-9),
                 memory_mb=_memory_mb(device),
-                epoch=state["epoch"] + state["batch"] / len(epoch_batches),
+                epoch=state["epoch"] + state["batch"] / usable,
                 eta_s=elapsed / step * (total_steps - step),
             )
-            if recipe.eval_every and step % recipe.eval_every == 0 and held:
+            # eval, probes and checkpoints: rank 0 alone, on the unwrapped model
+            if recipe.eval_every and step % recipe.eval_every == 0 and held and ranks.main:
                 last_eval = _evaluate(model, held, recipe, pad_id, device, autocast, progress, step)
-            if recipe.probe_every and step % recipe.probe_every == 0:
+            if recipe.probe_every and step % recipe.probe_every == 0 and ranks.main:
                 probe.answers(step)
-            if should_stop():
+            if ranks.anyone(should_stop()):
                 stopped = True
                 break
-            if recipe.save_every and step % recipe.save_every == 0 and step < total_steps:
+            save_now = recipe.save_every and step % recipe.save_every == 0 and step < total_steps
+            if save_now and ranks.main:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
-        if state["batch"] >= len(epoch_batches):
+        if state["batch"] >= usable:
             state["epoch"] += 1
             state["batch"] = 0
-            if not recipe.eval_every and held and state["step"] < total_steps:
+            if not recipe.eval_every and held and state["step"] < total_steps and ranks.main:
                 last_eval = _evaluate(
                     model, held, recipe, pad_id, device, autocast, progress, state["step"]
                 )
     if stopped:
-        save_checkpoint(run_dir, model, optimizer, scheduler, state)
+        if ranks.main:
+            save_checkpoint(run_dir, model, optimizer, scheduler, state)
+        ranks.end()
         progress(message=f"stopped at step {state['step']}; resume continues from here")
         return {"stopped": True, "step": state["step"], "total_steps": total_steps}
 
-    if held:
+    if held and ranks.main:
         last_eval = _evaluate(
             model, held, recipe, pad_id, device, autocast, progress, state["step"]
         )
-    if not recipe.probe_every or state["step"] % recipe.probe_every:
+    if (not recipe.probe_every or state["step"] % recipe.probe_every) and ranks.main:
         probe.answers(state["step"])
     metrics = {
         "steps": state["step"],
@@ -236,9 +278,12 @@ def run_train(
         "objective": objective,
         "device": device,
         "dtype": dtype,
+        "processes": ranks.world,
     }
-    progress(message=f"saving {recipe.out!r}", stage="save")
-    _save_artifact(ws, recipe, model, tokenizer, ref, metrics, job_id)
+    if ranks.main:
+        progress(message=f"saving {recipe.out!r}", stage="save")
+        _save_artifact(ws, recipe, model, tokenizer, ref, metrics, job_id)
+    ranks.end()  # the others wait until the artifact is written
     return {"artifact": recipe.out, **metrics}
 
 
@@ -299,9 +344,9 @@ def _load_for_training(recipe: TrainRecipe, folder: Path, device: str, dtype: st
         tokenizer.pad_token = tokenizer.eos_token
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise _oom_error(recipe, "loading the model") from exc
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise _oom_error(recipe, "loading the model") from exc
         if recipe.method == "qlora":
             raise WorkbenchError(
                 f"QLoRA could not load a 4-bit model here: {type(exc).__name__}: {exc}",
@@ -352,7 +397,12 @@ def _autocast(device: str, dtype: str, method: str) -> Any:
 
 
 def _train_step(
-    model: Any, group: list, device: str, autocast: Any, should_stop: Callable[[], bool]
+    model: Any,
+    group: list,
+    device: str,
+    autocast: Any,
+    should_stop: Callable[[], bool],
+    items: float | None = None,
 ) -> tuple[float, int] | None:
     """Forward and backward over the micro-batches of one optimizer step.
 
@@ -362,8 +412,9 @@ def _train_step(
     """
     import torch
 
-    trained = sum(b.trained for b in group)
-    items = torch.tensor(max(trained, 1), device=device)
+    if items is None:
+        items = sum(b.trained for b in group)
+    items = torch.tensor(float(items) if items > 0 else 1.0, device=device)
     total = 0.0
     tokens = 0
     for batch in group:
@@ -451,6 +502,19 @@ def _memory_mb(device: str) -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 2**20
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is running out of memory: CUDA's error, Python's, or the CPU allocator's
+    (a RuntimeError "DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def _oom_error(recipe: TrainRecipe, during: str) -> WorkbenchError:
