@@ -440,9 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.cli_data import add_data_commands
     from workbench.cli_eval import add_eval_commands
     from workbench.cli_train import add_train_commands
+    from workbench.cli_serve import add_serve_commands
 
     add_data_commands(verbs, common)
     add_train_commands(verbs, common, follow)
+    add_serve_commands(verbs, common)
     add_eval_commands(verbs, common, follow)
     return parser
 

@@ -1,0 +1,319 @@
+"""A lean forward pass for Llama-family models (Llama, Mistral, Qwen2, SmolLM), for fast decoding.
+
+Hugging Face's modules spend most of a CPU decode step in Python overhead (30 layers of ~15
+small ops each, cache objects, hooks). This module keeps the same maths with fewer, bigger ops:
+q/k/v and gate/up fused into one matmul each, a key/value cache preallocated once for a fixed
+number of slots (one slot per concurrent request), and weights that may be packed to int8 or
+int4 for the CPU's weight-only kernels (memory bandwidth sets the speed of batch-1 decoding).
+
+Weights come from a loaded `transformers` model; rotary frequencies are taken from the model's
+own rotary module, so scaled variants (Llama 3, linear, dynamic NTK at load) match it.
+`supports(model)` says whether a model can run here; other models use `HFRunner` (runners.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from workbench.engine.batching import TokenScores
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+WEIGHT_FORMATS = ("model", "bfloat16", "int8", "int4")
+INT4_GROUP = 32
+
+
+def supports(model: Any) -> str:
+    """ "" when the lean path can run `model`, else the reason it cannot."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", "")
+    if model_type not in SUPPORTED_TYPES:
+        return f"model type {model_type or 'unknown'!r} (the lean path knows {SUPPORTED_TYPES})"
+    if type(model).__name__.startswith("Peft"):
+        return "a LoRA adapter on top (merge it first)"
+    if getattr(config, "quantization_config", None):
+        return "a quantized checkpoint (its own layers run it)"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r}"
+    if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+        return "weights spread over several devices"
+    return ""
+
+
+def _native_bf16() -> bool:
+    from workbench.hardware import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
+class PackedLinear:
+    """y = x @ W.T (+ b) with W stored as the model had it, in bf16, int8 or int4 (group 32).
+
+    int8 is per output channel, symmetric; int4 is per group of 32 inputs with a scale and a
+    minimum (the layout of torch's `_weight_int4pack_mm_for_cpu`). Weights whose values already
+    lie on such a grid (a model dequantized from a GGUF Q4 file) lose nothing in int4.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: str, act: torch.dtype):
+        self.fmt = fmt
+        self.bias = None if bias is None else bias.detach().to(act)
+        self.out_features = weight.shape[0]
+        weight = weight.detach()
+        if fmt == "int8":
+            w = weight.float()
+            scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+            self.weight = torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8)
+            self.scale = scale.to(act)
+        elif fmt == "int4":
+            packed, scales = _pack_int4(weight.float())
+            self.weight, self.scale = packed, scales.to(act)
+        elif fmt == "bfloat16":
+            self.weight = weight.to(torch.bfloat16)
+        else:
+            self.weight = weight.to(act)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if self.fmt == "int8":
+            y = torch.ops.aten._weight_int8pack_mm(
+                x.reshape(-1, shape[-1]), self.weight, self.scale
+            )
+            y = y.reshape(*shape[:-1], self.out_features)
+        elif self.fmt == "int4":
+            flat = x.reshape(-1, shape[-1])
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat, self.weight, INT4_GROUP, self.scale
+            )
+            y = y.reshape(*shape[:-1], self.out_features)
+        else:
+            y = F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    def nbytes(self) -> int:
+        extra = getattr(self, "scale", None)
+        return self.weight.nbytes + (extra.nbytes if extra is not None else 0)
+
+
+def _pack_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 with groups of INT4_GROUP inputs, packed for the CPU kernel."""
+    n, k = w.shape
+    groups = w.reshape(n, k // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = ((high - low) / 15.0).clamp_min(1e-12)
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(n, k), 1)
+    # The kernel computes (q - 8) * scale + zero, so zero = low + 8 * scale.
+    scales_and_zeros = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
+    return packed, scales_and_zeros
+
+
+def int4_is_lossless(weight: torch.Tensor, tolerance: float = 1e-6) -> bool:
+    """Whether int4 (group 32) holds this weight exactly: true for weights that came from a
+    4-bit GGUF file, which the embedded model did."""
+    n, k = weight.shape
+    if k % INT4_GROUP or weight.device.type != "cpu":
+        return False
+    groups = weight.detach().float().reshape(n, k // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((high - low) / 15.0).clamp_min(1e-12)
+    back = torch.round((groups - low) / scale).clamp(0, 15) * scale + low
+    return bool((back - groups).abs().max() <= tolerance * max(1.0, groups.abs().max().item()))
+
+
+@dataclass
+class _Layer:
+    input_norm: torch.Tensor
+    qkv: PackedLinear
+    o: PackedLinear
+    post_norm: torch.Tensor
+    gate_up: PackedLinear
+    down: PackedLinear
+
+
+class LeanModel:
+    """The decoder of a Llama-family model with a preallocated key/value cache.
+
+    Args:
+        model: a loaded transformers model that `supports` accepts.
+        slots: how many sequences the cache holds at once (concurrent requests).
+        max_len: the most tokens (prompt and answer) a slot holds.
+        weights: "model" (as loaded), "bfloat16", "int8" or "int4" (CPU only for the last two).
+            int4 applies to the layers' matmuls; the output head then uses int8.
+    """
+
+    def __init__(self, model: Any, *, slots: int, max_len: int, weights: str = "model") -> None:
+        if weights not in WEIGHT_FORMATS:
+            raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
+        config = model.config
+        inner = model.model
+        self.device = next(model.parameters()).device
+        param_dtype = next(model.parameters()).dtype
+        # Activations stay in the model's dtype; bf16 weights take bf16 activations, and so do
+        # packed weights on CPUs with native bf16 (the kernels' fast path there).
+        self.act = param_dtype
+        if weights == "bfloat16" or (weights in ("int8", "int4") and _native_bf16()):
+            self.act = torch.bfloat16
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.vocab = config.vocab_size
+        self.slots, self.max_len = slots, max_len
+        layer_fmt = weights
+        head_fmt = "int8" if weights == "int4" else weights
+        self.weights = weights
+
+        with torch.no_grad():
+            self.embed = inner.embed_tokens.weight.detach().to(self.act)
+            self.layers = [self._layer(layer, layer_fmt) for layer in inner.layers]
+            self.norm = inner.norm.weight.detach().to(self.act)
+            head = model.get_output_embeddings()
+            self.head = PackedLinear(head.weight, getattr(head, "bias", None), head_fmt, self.act)
+            rotary = inner.rotary_emb
+            inv_freq = rotary.inv_freq.detach().float().to(self.device)
+            positions = torch.arange(max_len, device=self.device, dtype=torch.float32)
+            freqs = torch.outer(positions, inv_freq)
+            angles = torch.cat([freqs, freqs], dim=-1)
+            scaling = float(getattr(rotary, "attention_scaling", 1.0) or 1.0)
+            self.cos = (angles.cos() * scaling).to(self.act)
+            self.sin = (angles.sin() * scaling).to(self.act)
+        shape = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
+        self.cache_k = torch.zeros(shape, dtype=self.act, device=self.device)
+        self.cache_v = torch.zeros(shape, dtype=self.act, device=self.device)
+
+    def _layer(self, layer: Any, fmt: str) -> _Layer:
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        biases = [getattr(attn, n).bias for n in ("q_proj", "k_proj", "v_proj")]
+        qkv_b = torch.cat(biases) if all(b is not None for b in biases) else None
+        gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+        return _Layer(
+            input_norm=layer.input_layernorm.weight.detach().to(self.act),
+            qkv=PackedLinear(qkv_w, qkv_b, fmt, self.act),
+            o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, fmt, self.act),
+            post_norm=layer.post_attention_layernorm.weight.detach().to(self.act),
+            gate_up=PackedLinear(gate_up, None, fmt, self.act),
+            down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, fmt, self.act),
+        )
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights read per decode step (what bounds batch-1 speed)."""
+        total = self.head.nbytes()
+        for layer in self.layers:
+            total += sum(p.nbytes() for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        return total
+
+    # --- the maths ---------------------------------------------------------------------------
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # As transformers' LlamaRMSNorm: in fp32, then back to the activation dtype.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _qkv(self, layer: _Layer, x: torch.Tensor, positions: torch.Tensor):
+        """q [B,H,T,D], k and v [B,KV,T,D] for hidden states x [B,T,C] at `positions` [B,T]."""
+        b, t, _ = x.shape
+        qkv = layer.qkv(self._rms(x, layer.input_norm))
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
+
+    def _finish(self, layer: _Layer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = attn.shape
+        x = x + layer.o(attn.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        gate, up = layer.gate_up(self._rms(x, layer.post_norm)).chunk(2, dim=-1)
+        return x + layer.down(F.silu(gate) * up)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Output logits (float32) for final hidden states (already normed)."""
+        return self.head(hidden).float()
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self._rms(x, self.norm)
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """Run the prompt `ids` into cache slot `slot` from position 0; logits [V] of its end."""
+        t = len(ids)
+        tokens = torch.tensor([ids], device=self.device)
+        positions = torch.arange(t, device=self.device).unsqueeze(0)
+        x = self.embed[tokens]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, positions)
+            self.cache_k[i, slot, :, :t] = k[0]
+            self.cache_v[i, slot, :, :t] = v[0]
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = self._finish(layer, x, attn)
+        return self.logits(self.final_norm(x[:, -1]))[0]
+
+    @torch.inference_mode()
+    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
+        """One token for each of the first len(tokens) slots, at its position; logits [S,V].
+
+        Slots that are idle take a dummy token at position 0; their rows are ignored. Running
+        the first S slots (not a gathered subset) lets attention read the cache without copies.
+        """
+        s = len(tokens)
+        pos = torch.tensor(positions, device=self.device)
+        span = int(pos.max()) + 1
+        token_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+        x = self.embed[token_ids]
+        keep = torch.arange(span, device=self.device)[None, :] <= pos[:, None]
+        mask = keep[:, None, None, :]
+        rows = torch.arange(s, device=self.device)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, pos[:, None])
+            self.cache_k[i, rows, :, pos] = k[:, :, 0]
+            self.cache_v[i, rows, :, pos] = v[:, :, 0]
+            keys = self.cache_k[i, :s, :, :span]
+            values = self.cache_v[i, :s, :, :span]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+            x = self._finish(layer, x, attn)
+        return self.logits(self.final_norm(x[:, 0]))
+
+    @torch.inference_mode()
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [B,T,C] of right-padded rows, no cache (for scoring)."""
+        b, t = tokens.shape
+        positions = torch.arange(t, device=self.device).expand(b, t)
+        x = self.embed[tokens.to(self.device)]
+        for layer in self.layers:
+            q, k, v = self._qkv(layer, x, positions)
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = self._finish(layer, x, attn)
+        return self.final_norm(x)
+
+    def release(self, slot: int) -> None:
+        """A slot's request ended; its cache rows are simply overwritten by the next one."""
+
+    @torch.inference_mode()
+    def score(self, rows: list[list[int]], starts: list[int]) -> list[TokenScores]:
+        """For each row, the log-probability of each token from `start` on given those before,
+        and the greedy choice at each of those positions. Rows run as one batch."""
+        width = max(len(r) for r in rows)
+        tokens = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row)
+        hidden = self.hidden(tokens)
+        results = []
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            # The hidden state at position p predicts token p + 1.
+            logprobs = torch.log_softmax(self.logits(hidden[i, start - 1 : len(row) - 1]), -1)
+            targets = torch.tensor(row[start:], device=logprobs.device)
+            best, best_ids = logprobs.max(-1)
+            picked = logprobs.gather(-1, targets[:, None])[:, 0]
+            results.append(TokenScores(picked.tolist(), best_ids.tolist(), best.tolist()))
+        return results
