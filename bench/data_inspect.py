@@ -12,7 +12,10 @@ in one process (transformers imported and the tokenizer loaded before any timing
              languages, exact and near repeats) plus the per-row metrics the browser uses;
              wall and CPU time (all threads), since a busy machine stretches the wall time;
   exact      the baseline: render every row with the chat template and tokenize it all,
-             so the estimate's error and speed-up are measured against it in the same run.
+             so the estimate's error and speed-up are measured against it in the same run;
+  browse     the Explore page's work per interaction, once the table is built (built once
+             per dataset and cached): filter_rows with a search word, validity, a token range
+             and turns, then page_of a 50-row page; median of a few queries.
 Uses the default model's tokenizer from WORKBENCH_HOME (preparing it once if needed, ~40 s).
 """
 
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -186,6 +190,19 @@ def main() -> int:
     stats, metrics = compute(samples, tokenizer, cutoff=args.cutoff, seed=args.seed)
     stats_s, stats_cpu = time.perf_counter() - started, time.process_time() - cpu
 
+    from workbench.data.browse import browse_table, filter_rows, page_of
+
+    started = time.perf_counter()
+    table = browse_table(loaded, metrics)
+    table_s = time.perf_counter() - started
+    page_times = []
+    for query, page in (("paris", 1), ("the model", 3), ("函数", 2), ("", 40), ("12", 1)):
+        started = time.perf_counter()
+        shown = filter_rows(table, query=query, validity="valid", max_tokens=200, turns=(1, 3))
+        page_of(shown, page, 50)
+        page_times.append(time.perf_counter() - started)
+    page_s = statistics.median(page_times)
+
     started = time.perf_counter()
     exact = token_lengths(samples, tokenizer, exact_limit=len(samples)).values
     exact_s = time.perf_counter() - started
@@ -212,6 +229,9 @@ def main() -> int:
         "stats_s": round(stats_s, 2),
         "stats_cpu_s": round(stats_cpu, 2),
         "inspect_total_s": round(read_s + stats_s, 2),
+        "browse_table_s": round(table_s, 2),
+        "browse_page_median_s": round(page_s, 3),
+        "browse_page_max_s": round(max(page_times), 3),
         "exact_tokenize_s": round(exact_s, 2),
         "stats_over_exact_tokenize": round(stats_s / exact_s, 3),
         "tokens_exact_in_stats": stats["tokens"]["exact"],
@@ -236,6 +256,8 @@ def main() -> int:
             ("statistics: stats.compute (tokens, repeats, ...)", stats_s),
             ("  the same, CPU time of all threads", stats_cpu),
             ("inspect total", read_s + stats_s),
+            ("browse table, built once per dataset", table_s),
+            ("a browse page: filters + page of 50, median", page_s),
             ("exact tokenization of every row (baseline)", exact_s),
         ]
         for name, seconds in table:
