@@ -439,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from workbench.cli_data import add_data_commands
     from workbench.cli_eval import add_eval_commands
-    from workbench.cli_train import add_train_commands
     from workbench.cli_serve import add_serve_commands
+    from workbench.cli_train import add_train_commands
 
     add_data_commands(verbs, common)
     add_train_commands(verbs, common, follow)
