@@ -109,11 +109,19 @@ finetune_pages = [
         ("runs", t("nav.runs", lang), ":material/monitoring:"),
     )
 ]
+eval_pages = [
+    st.Page(ROOT / "pages" / f"{name}.py", title=title, icon=icon)
+    for name, title, icon in (
+        ("evaluate", t("eval.nav", lang), ":material/rule:"),
+        ("eval_results", t("eval.nav_results", lang), ":material/leaderboard:"),
+    )
+]
 page = st.navigation(
     {
         "": [home, jobs],
         t("nav.data_section", lang): data_pages,
         t("nav.finetune_section", lang): finetune_pages,
+        t("eval.nav_section", lang): eval_pages,
     }
 )
 st.session_state["via_app"] = True

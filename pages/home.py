@@ -30,7 +30,7 @@ def show_start_here() -> None:
         (t("home.step_data", lang), True),
         (t("home.step_finetune", lang), True),
         (t("home.step_quantize", lang), False),
-        (t("home.step_evaluate", lang), False),
+        (t("home.step_evaluate", lang), True),
         (t("home.step_chat", lang), False),
         (t("home.step_agent", lang), False),
     ]
@@ -51,6 +51,12 @@ def show_start_here() -> None:
         "pages/finetune.py",
         label=t("home.open_finetune", lang),
         icon=":material/tune:",
+        query_params={"lang": lang},
+    )
+    st.page_link(
+        "pages/evaluate.py",
+        label=t("eval.home_open", lang),
+        icon=":material/rule:",
         query_params={"lang": lang},
     )
 

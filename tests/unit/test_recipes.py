@@ -28,6 +28,13 @@ EXAMPLES = {
         "device": "cpu",
     },
     "merge": {"adapter": "qa-lora", "out": "qa-merged"},
+    "eval": {
+        "models": ["default", "tiny"],
+        "tasks": ["quick", "my_task.jsonl"],
+        "limit": 5,
+        "judge": "openai:http://127.0.0.1:8000/v1#big",
+        "identity_name": "小书生",
+    },
     "generate": {
         "model": "tiny",
         "prompts": ["What is the capital of France?", "你好，请介绍一下书生浦语。", "a: b # c"],
