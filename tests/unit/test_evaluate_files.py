@@ -207,3 +207,22 @@ def test_bootstrap_intervals():
     assert ratio_ci([1, 2, 3], [2, 2, 2]).value == pytest.approx(1.0)
     same = paired_difference(values, values)
     assert same.low == same.high == 0.0
+
+
+def test_heldout_text_becomes_whole_passages():
+    from workbench.evaluate.suites import HELDOUT_DIR, chunk_text
+
+    text = "First doc, para one.\n\nPara two.\n---\nSecond doc.\n\n" + "x" * 30
+    assert chunk_text(text, size=25) == [
+        "First doc, para one.",
+        "Para two.",
+        "Second doc.",
+        "x" * 25,
+        "x" * 5,
+    ]
+    if not HELDOUT_DIR.is_dir():
+        pytest.skip("no held-out text in this checkout")
+    for lang in ("en", "zh"):
+        task = bundled_task(f"heldout-{lang}")
+        assert task.kind == "perplexity" and task.samples
+        assert all(0 < len(s["text"]) <= 1200 and s["text"] != "---" for s in task.samples)

@@ -6,7 +6,7 @@ Tasks (English and Chinese each):
     arithmetic-en/zh    generation, 50 generated word problems, numeric match
     instructions-en/zh  generation, 16 instruction-following prompts with checks
     identity-en/zh      identity, the held-out self-cognition questions (never trained on)
-    heldout-en/zh       perplexity on held-out text (assets/eval/heldout/, when present)
+    heldout-en/zh       bits per byte on held-out text (assets/eval/heldout/, when present)
     judge-en/zh         pairwise LLM-as-judge, 10 open questions
     arena               win rates from the chat page's votes (when the chat store has any)
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 from workbench.errors import InvalidInput, NotFound
@@ -92,9 +93,29 @@ def _identity_task(lang: str) -> Task:
     )
 
 
+def chunk_text(text: str, size: int = 1200) -> list[str]:
+    """Passages of at most about `size` characters: documents (separated by a line "---") cut at
+    paragraph ends, so each passage fits a small model's context and reads as whole text."""
+    chunks: list[str] = []
+    for document in re.split(r"\n\s*-{3,}\s*\n", "\n" + text + "\n"):
+        current = ""
+        for paragraph in (p.strip() for p in document.split("\n\n")):
+            if not paragraph:
+                continue
+            if current and len(current) + len(paragraph) + 2 > size:
+                chunks.append(current)
+                current = ""
+            current = f"{current}\n\n{paragraph}" if current else paragraph
+            while len(current) > size:  # one very long paragraph
+                chunks.append(current[:size])
+                current = current[size:]
+        if current:
+            chunks.append(current)
+    return chunks
+
+
 def _heldout_samples(lang: str) -> list[dict]:
-    """Paragraphs of the held-out text files for `lang` (*.txt split at blank lines, *.jsonl
-    rows with `text`), each at most ~1500 characters so it fits a small model's context."""
+    """Passages of the held-out text files for `lang` (*.txt, or *.jsonl rows with `text`)."""
     samples: list[dict] = []
     if not HELDOUT_DIR.is_dir():
         return samples
@@ -102,14 +123,13 @@ def _heldout_samples(lang: str) -> list[dict]:
         if lang not in path.stem.lower().replace("-", "_").split("_"):
             continue
         if path.suffix == ".txt":
-            texts = [p.strip() for p in path.read_text("utf-8").split("\n\n") if p.strip()]
+            texts = [path.read_text("utf-8")]
         elif path.suffix == ".jsonl":
             texts = [str(r.get("text", "")) for r in _read_jsonl(path) if r.get("text")]
         else:
             continue
-        for i, text in enumerate(texts, 1):
-            for j in range(0, len(text), 1500):
-                samples.append({"id": f"{path.stem}-{i}-{j // 1500}", "text": text[j : j + 1500]})
+        passages = [chunk for text in texts for chunk in chunk_text(text)]
+        samples += [{"id": f"{path.stem}-{i:03d}", "text": c} for i, c in enumerate(passages, 1)]
     return samples
 
 
