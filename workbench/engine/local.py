@@ -36,6 +36,7 @@ def open_local(
     slots: int = DEFAULT_SLOTS,
     max_len: int = 0,
     trust_remote_code: bool = False,
+    runner: str = "auto",
     loaded: Any = None,
 ) -> LocalEngine:
     """Load `name` and start serving it.
@@ -45,6 +46,7 @@ def open_local(
         weights: auto | model | bfloat16 | int8 | int4 (the last two on CPU only).
         slots: requests decoded together at most; more wait their turn.
         max_len: tokens per request (prompt + answer); 0 means min(4096, the model's context).
+        runner: auto (lean where the model allows it), lean, or plain (transformers' forward).
         loaded: an already loaded model (`LoadedModel`) to use instead of loading `name`.
 
     Raises:
@@ -77,7 +79,9 @@ def open_local(
         loaded = load_model(
             name, ws, device=device, dtype=load_dtype, trust_remote_code=trust_remote_code
         )
-    return LocalEngine(name, loaded, weights=weights, slots=slots, max_len=max_len, dtype=dtype)
+    return LocalEngine(
+        name, loaded, weights=weights, slots=slots, max_len=max_len, dtype=dtype, runner=runner
+    )
 
 
 def _choose_weights(model: Any, weights: str, device: str, dtype: str) -> str:
@@ -124,6 +128,7 @@ class LocalEngine:
         slots: int = DEFAULT_SLOTS,
         max_len: int = 0,
         dtype: str = "auto",
+        runner: str = "auto",
     ) -> None:
         import torch
 
@@ -140,7 +145,13 @@ class LocalEngine:
         self.end_ids = _end_ids(model, self.tokenizer)
         if type(model).__name__.startswith("Peft"):
             model = model.merge_and_unload()  # the adapter's effect, at the base model's speed
-        why_not = supports(model)
+        why_not = supports(model) if runner != "plain" else "asked for"
+        if why_not and runner == "lean":
+            raise InvalidInput(
+                f"The lean decode loop cannot run {name!r}: {why_not}.",
+                where="runner",
+                fix="Use runner auto (it falls back to the plain transformers forward).",
+            )
         if why_not:
             self.runner: Any = HFRunner(model, slots=slots, max_len=self.max_len)
             self.path = f"plain transformers forward ({why_not})"
