@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
 from workbench.errors import WorkbenchError
 from workbench.generate import GenerationSettings
@@ -208,7 +209,7 @@ def build_app(
     import anyio
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
     stats = stats or ServerStats()
@@ -489,7 +490,7 @@ def build_app(
                 if not done:
                     stream.abort()  # the client left: free its slot
 
-        return StreamingResponse(
+        return _EventStream(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
@@ -498,6 +499,17 @@ def build_app(
 
         app = mount_demo(app, engine, model_name)
     return app
+
+
+class _EventStream(StreamingResponse):
+    """Server-Sent Events whose generator is always closed, also when the client hung up (the
+    send fails and Starlette leaves the generator suspended): its `finally` frees the slot."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _id(prefix: str) -> str:
