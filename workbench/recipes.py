@@ -541,68 +541,6 @@ class ServeRecipe:
         return [self.model]
 
 
-SERVE_BACKENDS = ("local", "lmdeploy")
-WEIGHT_FORMATS = ("auto", "model", "bfloat16", "int8", "int4")
-
-
-@register
-@dataclass
-class ServeRecipe:
-    """Serve a model over an OpenAI-compatible HTTP API until cancelled (server.py)."""
-
-    kind: ClassVar[str] = "serve"
-    runner: ClassVar[str] = "workbench.server:run_serve"
-
-    model: str = _help("Model to serve: 'default', a workspace model or a local folder.")
-    host: str = _help(
-        "Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (the network).",
-        default="127.0.0.1",
-    )
-    port: int = _help("TCP port (0 picks a free one).", default=8000)
-    api_key: str = _help("Clients must send this key (empty: no key needed).", default="")
-    backend: str = _help(
-        "local (Workbench's engine) or lmdeploy (LMDeploy's server, GPU only).", default="local"
-    )
-    gradio: bool = _help("Also serve a Gradio chat demo at /demo.", default=False)
-    weights: str = _help(
-        "Local engine weights: auto, model, bfloat16, int8 or int4 (CPU).", default="auto"
-    )
-    slots: int = _help("Requests decoded together; more wait in line.", default=8)
-    max_len: int = _help("Tokens per request, prompt and answer (0: up to 4096).", default=0)
-    device: str = _help("auto, cpu or cuda.", default="auto")
-    dtype: str = _help("auto, float32, bfloat16 or float16.", default="auto")
-    trust_remote_code: bool = _help(
-        "Run the model's own Python code (only for trusted models).", default=False
-    )
-
-    def __post_init__(self) -> None:
-        check(bool(self.model.strip()), self, "model", "is empty")
-        check(bool(self.host.strip()), self, "host", "is empty", "Use 127.0.0.1.")
-        check(0 <= self.port <= 65535, self, "port", f"is {self.port}", "Use 1024 to 65535.")
-        for name, allowed in (
-            ("backend", SERVE_BACKENDS),
-            ("weights", WEIGHT_FORMATS),
-            ("device", DEVICES),
-            ("dtype", DTYPES),
-        ):
-            value = getattr(self, name)
-            check(
-                value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}."
-            )
-        check(1 <= self.slots <= 256, self, "slots", f"is {self.slots}", "Use 1 to 256.")
-        check(self.max_len >= 0, self, "max_len", "is negative", "Use 0 for the default.")
-
-    def resource(self) -> str:
-        from workbench.hardware import resolve_device
-
-        if self.backend == "lmdeploy":
-            return "gpu"
-        return "gpu" if resolve_device(self.device) == "cuda" else "cpu"
-
-    def uses(self) -> list[str]:
-        return [self.model]
-
-
 # --- conversion ------------------------------------------------------------------------------
 
 
