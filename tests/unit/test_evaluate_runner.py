@@ -205,3 +205,25 @@ def test_recipe_checks_and_yaml_round_trip():
         with pytest.raises(InvalidInput) as info:
             recipe_from_dict(data)
         assert field in info.value.where
+
+
+def test_arena_win_rates_from_chat_votes(workspace, tiny_artifact):
+    chat_store = pytest.importorskip("workbench.chat_store")
+    for outcome, winner in (("win", "tuned"), ("win", "tuned"), ("tie", None), ("skip", None)):
+        chat_store.record_vote(
+            workspace, prompt="Who are you?", models=["tiny", "tuned"], answers=["a", "b"],
+            outcome=outcome, winner=winner,
+        )  # fmt: skip
+    chat_store.record_vote(
+        workspace, prompt="Hi", models=["tiny", "tuned", "third"], answers=["a", "b", "c"],
+        outcome="win", winner="tiny",
+    )  # fmt: skip
+    result = run_eval(
+        EvalRecipe(models=[tiny_artifact, "tuned"], tasks=["arena"]), workspace=workspace
+    )
+    rates = {r["model"]: (r["value"], r["n"]) for r in result["metrics"]}
+    # tiny: lost 2, tied 1, beat tuned and third once -> (0 + 0 + 0.5 + 1 + 1) / 5
+    assert rates["tiny"] == (pytest.approx(2.5 / 5), 5)
+    # tuned: won 2, tied 1, lost to tiny once; "tuned" is no model here, the votes still count
+    assert rates["tuned"] == (pytest.approx(2.5 / 4), 4)
+    assert [e["model"] for e in result["errors"]] == ["tuned"]

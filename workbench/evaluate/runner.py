@@ -131,23 +131,30 @@ class _Run:
         return out
 
     def run_model(self, model: str) -> None:
+        tasks = self.tasks
         try:
             fingerprint = cache.model_fingerprint(model, self.ws)
         except WorkbenchError as exc:
             self.errors.append({"model": model, "error": _error_text(exc)})
-            self.tick(model, self.tasks[0], sum(len(t.samples) for t in self.tasks))
-            return
+            # Arena votes need no model at hand: score those under the name alone.
+            tasks = [t for t in self.tasks if not KINDS[t.kind].needs_engine]
+            self.tick(
+                model, self.tasks[0], sum(len(t.samples) for t in self.tasks if t not in tasks)
+            )
+            if not tasks:
+                return
+            fingerprint = "name-" + model
         self.facts[model] = _model_facts(self.ws, model, fingerprint)
         engine = EvalEngine(
             model, self.ws, device=self.recipe.device, dtype=self.recipe.dtype,
             batch_size=self.recipe.batch_size,
         )  # fmt: skip
         try:
-            for index, task in enumerate(self.tasks):
+            for index, task in enumerate(tasks):
                 if self.should_stop():
                     return
                 if not self.run_task(model, fingerprint, task, engine):
-                    rest = sum(len(t.samples) for t in self.tasks[index + 1 :])
+                    rest = sum(len(t.samples) for t in tasks[index + 1 :])
                     self.tick(model, task, rest)
                     return  # the model cannot run at all: skip its other tasks
         finally:

@@ -152,8 +152,29 @@ def _heldout_task(lang: str) -> Task:
     )
 
 
+def duels(vote: dict) -> list[dict]:
+    """A chat-page vote as pairwise duels: {"model_a", "model_b", "winner", "prompt"}.
+
+    A vote names its models (two or more), an outcome ("win", "tie" or "skip") and, for a win,
+    the winning model: the winner beat each other model; a tie ties every pair; a skip counts for
+    nothing.
+    """
+    models = [str(m) for m in vote.get("models") or []]
+    outcome = vote.get("outcome")
+    if outcome not in ("win", "tie") or len(models) < 2:
+        return []
+    winner = vote.get("winner") if outcome == "win" else None
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
+    if winner in models:
+        pairs = [(a, b) for a, b in pairs if winner in (a, b)]
+    return [
+        {"model_a": a, "model_b": b, "winner": winner or "tie", "prompt": vote.get("prompt", "")}
+        for a, b in pairs
+    ]
+
+
 def read_arena_votes(ws: object) -> list[dict] | None:
-    """The chat page's votes, or None when this installation has no chat store."""
+    """The chat page's votes as duels with ids, or None when there is no chat store."""
     try:
         store = importlib.import_module("workbench.chat_store")
     except ImportError:
@@ -161,11 +182,11 @@ def read_arena_votes(ws: object) -> list[dict] | None:
     reader = getattr(store, "read_votes", None)
     if reader is None:
         return None
-    votes = []
+    out = []
     for i, vote in enumerate(reader(ws) or [], 1):
-        row = vote if isinstance(vote, dict) else getattr(vote, "__dict__", {})
-        votes.append({"id": str(row.get("id") or i), **{k: v for k, v in row.items() if k != "id"}})
-    return votes
+        for j, duel in enumerate(duels(vote), 1):
+            out.append({"id": f"{vote.get('id') or i}-{j}", **duel})
+    return out
 
 
 def _arena_task(ws: object) -> Task:
