@@ -98,7 +98,10 @@ def main() -> int:
         for _ in range(args.repeats):
             for size in batches:
                 ref = lm_eval_multiple_choice(task, loaded.model, loaded.tokenizer, batch_size=size)
-                if size not in best_ref or ref["scoring_seconds"] < best_ref[size]["scoring_seconds"]:
+                if (
+                    size not in best_ref
+                    or ref["scoring_seconds"] < best_ref[size]["scoring_seconds"]
+                ):
                     best_ref[size] = ref
             mine = ours(task, loaded, args.batch_size)
             if best_ours is None or mine["seconds"] < best_ours["seconds"]:
