@@ -116,12 +116,21 @@ eval_pages = [
         ("eval_results", t("eval.nav_results", lang), ":material/leaderboard:"),
     )
 ]
+serve_pages = [
+    st.Page(ROOT / "pages" / f"{name}.py", title=title, icon=icon)
+    for name, title, icon in (
+        ("chat", t("chat.nav_chat", lang), ":material/chat:"),
+        ("arena", t("chat.nav_arena", lang), ":material/compare:"),
+        ("deploy", t("deploy.nav", lang), ":material/rocket_launch:"),
+    )
+]
 page = st.navigation(
     {
         "": [home, jobs],
         t("nav.data_section", lang): data_pages,
         t("nav.finetune_section", lang): finetune_pages,
         t("eval.nav_section", lang): eval_pages,
+        t("chat.nav_section", lang): serve_pages,
     }
 )
 st.session_state["via_app"] = True

@@ -31,7 +31,7 @@ def show_start_here() -> None:
         (t("home.step_finetune", lang), True),
         (t("home.step_quantize", lang), False),
         (t("home.step_evaluate", lang), True),
-        (t("home.step_chat", lang), False),
+        (t("home.step_chat", lang), True),
         (t("home.step_agent", lang), False),
     ]
     later = t("home.coming_later", lang)

@@ -15,13 +15,21 @@ the name's prefix (`BACKENDS`); a name without a prefix is a local model.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from workbench.generate import GenerationSettings
 from workbench.workspace import Workspace
 
-__all__ = ["Engine", "GenerationSettings", "open_engine", "parse_engine_name", "BACKENDS"]
+__all__ = [
+    "BACKENDS",
+    "Engine",
+    "GenerationSettings",
+    "open_engine",
+    "parse_engine_name",
+    "shared_engine",
+]
 
 
 @runtime_checkable
@@ -109,3 +117,27 @@ def open_engine(name: str, ws: Workspace | None = None, **options: Any) -> Engin
     engine = BACKENDS[backend](target, ws, **options)
     engine.name = name
     return engine
+
+
+_SHARED: dict[tuple[str, str, str], Engine] = {}
+_SHARED_LOCK = threading.Lock()
+SHARED_MAX = 4
+
+
+def shared_engine(name: str, ws: Workspace | None = None, *, api_key: str = "") -> Engine:
+    """One open engine per model for the whole process (the app's pages and all its users);
+    the least recently used is closed when more than SHARED_MAX are open. Local engines get 4
+    slots, so a classroom's questions are batched together."""
+    ws = ws or Workspace()
+    key = (name, api_key, str(ws.root))
+    with _SHARED_LOCK:
+        engine = _SHARED.pop(key, None)
+        if engine is None:
+            backend, _ = parse_engine_name(name)
+            options = {"api_key": api_key} if backend == "openai" else {"slots": 4}
+            engine = open_engine(name, ws, **options)
+        _SHARED[key] = engine  # most recently used last
+        while len(_SHARED) > SHARED_MAX:
+            oldest = _SHARED.pop(next(iter(_SHARED)))
+            oldest.close()
+        return engine

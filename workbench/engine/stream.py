@@ -106,3 +106,37 @@ class TextStream:
         """Backends call this as their source ends (before the stream's own bookkeeping)."""
         if not self.finish_reason:
             self.finish_reason = reason
+
+
+def stream_together(streams: list[TextStream], poll_s: float = 0.1) -> Iterator[list[str]]:
+    """Read several streams at once (one thread each) and yield everyone's text so far, every
+    `poll_s` seconds and once more at the end: the arena shows answers growing side by side.
+
+    Errors end that stream's text with a line that says what went wrong; closing the iterator
+    aborts every stream still running.
+    """
+    import threading
+
+    texts = [""] * len(streams)
+    done = [threading.Event() for _ in streams]
+
+    def read(i: int) -> None:
+        try:
+            for piece in streams[i]:
+                texts[i] += piece
+        except Exception as exc:  # noqa: BLE001 - shown in place of the answer
+            texts[i] += f"\n\n[{getattr(exc, 'what', None) or exc}]"
+        finally:
+            done[i].set()
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    try:
+        while not all(d.is_set() for d in done):
+            time.sleep(poll_s)
+            yield list(texts)
+        yield list(texts)
+    finally:
+        for stream in streams:
+            stream.abort()
