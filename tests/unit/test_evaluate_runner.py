@@ -169,6 +169,10 @@ def test_bad_tasks_fail_before_anything_runs(workspace, tiny_artifact, tmp_path)
         run_eval(
             EvalRecipe(dtype="float32", models=[tiny_artifact], tasks=[bad]), workspace=workspace
         )
+    with pytest.raises(InvalidInput, match="need the name"):
+        run_eval(EvalRecipe(models=[tiny_artifact], tasks=["identity"]), workspace=workspace)
+    with pytest.raises(InvalidInput, match="need a judge"):
+        run_eval(EvalRecipe(models=[tiny_artifact], tasks=["judge-zh"]), workspace=workspace)
     assert cache.count(workspace) == 0
 
 
@@ -227,3 +231,54 @@ def test_arena_win_rates_from_chat_votes(workspace, tiny_artifact):
     # tuned: won 2, tied 1, lost to tiny once; "tuned" is no model here, the votes still count
     assert rates["tuned"] == (pytest.approx(2.5 / 4), 4)
     assert [e["model"] for e in result["errors"]] == ["tuned"]
+
+
+def test_an_unreachable_endpoint_is_reported_and_the_others_kept(workspace, tiny_artifact):
+    pytest.importorskip("workbench.engine.remote")
+    remote = "openai:http://127.0.0.1:9/v1#ghost"  # port 9 (discard): nothing listens
+    recipe = EvalRecipe(
+        models=[remote, tiny_artifact], tasks=["knowledge-en", "identity-en"], limit=4,
+        identity_name="Tiny", dtype="float32",
+    )  # fmt: skip
+    result = run_eval(recipe, workspace=workspace)
+    mine = [e for e in result["errors"] if e["model"] == remote]
+    assert {e["task"] for e in mine} == {"knowledge-en", "identity-en"}
+    assert any("127.0.0.1:9" in e["error"] for e in mine)
+    assert {r["model"] for r in result["metrics"]} == {tiny_artifact}
+    assert all(r["n"] == 4 for r in result["metrics"])
+
+
+def test_judge_compares_each_model_with_the_baseline(workspace, tiny_artifact, tmp_path):
+    questions = [{"id": f"q{i}", "question": q} for i, q in enumerate(["Hi?", "Why?", "你好？"])]
+    spec = tmp_path / "open.yaml"
+    spec.write_text(
+        "name: open\nkind: judge\nmax_new_tokens: 6\nsamples:\n"
+        + "".join(f"  - {{id: {q['id']}, question: '{q['question']}'}}\n" for q in questions),
+        "utf-8",
+    )
+    with workspace.create("model", "twin", variant="merged", parents=[tiny_artifact]) as staging:
+        for item in workspace.path_of(tiny_artifact).iterdir():
+            if item.name != "manifest.json":
+                (staging / item.name).write_bytes(item.read_bytes())
+    recipe = EvalRecipe(
+        models=[tiny_artifact, "twin"], tasks=[str(spec)], judge=tiny_artifact, dtype="float32"
+    )
+    result = run_eval(recipe, workspace=workspace)
+    assert not result["errors"]
+    lines = [
+        json.loads(x)
+        for x in (workspace.path_of(result["artifact"]) / SAMPLES_FILE).read_text().splitlines()
+    ]
+    base = {x["id"]: x for x in lines if x["model"] == tiny_artifact}
+    twin = {x["id"]: x for x in lines if x["model"] == "twin"}
+    assert all(x["scores"]["win_rate"] == 0.5 and x["details"]["baseline"] for x in base.values())
+    for sample_id, line in twin.items():
+        assert line["target"] == base[sample_id]["output"]  # judged against the baseline's answer
+        assert len(line["details"]["verdicts"]) == 2  # asked twice, answers swapped
+        # the same weights answer the same: a fair judge can only call it even, and an
+        # unparsed verdict counts as a tie too
+        verdicts = line["details"]["verdicts"]
+        if verdicts[0] == "A" and verdicts[1] == "B" or verdicts[0] == "B" and verdicts[1] == "A":
+            assert line["scores"]["win_rate"] in (0.0, 1.0)
+        else:
+            assert 0.0 <= line["scores"]["win_rate"] <= 1.0

@@ -167,8 +167,11 @@ def _answer_index(answer: Any, choices: list[str], where: str) -> int:
     return answer
 
 
-def _sample(number: int, row: Any, source: str) -> tuple[str, dict]:
-    """(inferred kind, sample) for one row; raises InvalidInput naming the line and field."""
+def _sample(number: int, row: Any, source: str, declared: str = "") -> tuple[str, dict]:
+    """(inferred kind, sample) for one row; raises InvalidInput naming the line and field.
+
+    A declared `judge` or `identity` kind takes rows with a question alone (a judge row may add
+    a `reference` answer)."""
     where = f"{source}:{number}"
     if not isinstance(row, dict):
         raise InvalidInput(
@@ -186,6 +189,13 @@ def _sample(number: int, row: Any, source: str) -> tuple[str, dict]:
             raise _missing("answer", number, where, "a multiple-choice row")
         index = _answer_index(row["answer"], choices, where)
         return "multiple_choice", {"id": sample_id, "question": question, "choices": choices, "answer": index}  # fmt: skip
+    if declared in ("judge", "identity"):
+        if not question:
+            raise _missing("question", number, where, f"a {declared} row")
+        sample = {"id": sample_id, "question": question}
+        if declared == "judge" and row.get("reference") not in (None, ""):
+            sample["reference"] = str(row["reference"])
+        return declared, sample
     if question and row.get("checks") not in (None, ""):
         checks = row["checks"]
         if isinstance(checks, str):
@@ -232,7 +242,7 @@ def build_task(rows: list[tuple[int, dict]], *, name: str, source: str, **settin
     inferred: dict[str, int] = {}
     samples = []
     for number, row in rows:
-        kind, sample = _sample(number, row, source)
+        kind, sample = _sample(number, row, source, str(settings.get("kind") or ""))
         inferred.setdefault(kind, number)
         samples.append(sample)
     if len(inferred) > 1:

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.errors import InvalidInput, WorkbenchError
 from workbench.evaluate import cache
 from workbench.evaluate.engines import EvalEngine, is_remote
 from workbench.evaluate.suites import resolve_tasks
@@ -63,6 +63,19 @@ def prepare_tasks(recipe: Any, ws: Workspace) -> list[Task]:
     if not name and any(t.kind == "identity" for t in tasks):
         name, author = identity_from_lineage(ws, recipe.models)
         author = recipe.identity_author or author
+    if not name and any(t.kind == "identity" for t in tasks):
+        raise InvalidInput(
+            "Identity tasks need the name the model should give itself.",
+            where="field 'identity_name'",
+            fix="Pass --identity-name (and --identity-author), or evaluate a model tuned on a "
+            "self-cognition dataset made by Workbench (the name is read from its lineage).",
+        )
+    if not recipe.judge and any(t.kind == "judge" for t in tasks):
+        raise InvalidInput(
+            "Judge tasks need a judge model.",
+            where="field 'judge'",
+            fix="Pass --judge MODEL: any model name, or openai:URL#model for a remote one.",
+        )
     for task in tasks:
         if recipe.limit and task.kind != "arena":
             task.samples = task.samples[: recipe.limit]
@@ -121,13 +134,20 @@ class _Run:
             return task.samples
         baseline = self.recipe.models[0]
         answers = self.baseline_answers.get(task.name, {})
-        out = []
+        out, missing = [], []
         for sample in task.samples:
             if sample.get("reference") is None and model != baseline:
                 if str(sample["id"]) not in answers:
-                    continue  # the baseline could not answer it
+                    missing.append(str(sample["id"]))  # the baseline could not answer it
+                    continue
                 sample = {**sample, "reference": answers[str(sample["id"])], "reference_from": baseline}  # fmt: skip
             out.append(sample)
+        if missing:
+            self.errors.append({
+                "model": model, "task": task.name,
+                "error": f"{len(missing)} samples have no answer from the baseline {baseline!r} "
+                "to compare with (see its errors), and no `reference` answer",
+            })  # fmt: skip
         return out
 
     def run_model(self, model: str) -> None:
@@ -204,7 +224,7 @@ class _Run:
                 pending = []
             except Exception as exc:  # noqa: BLE001 - one bad sample must not sink the run
                 pending = [s for s in pending if str(s["id"]) not in mine]
-                culprit = self._find_culprit(task, pending, engine, ctx, mine, exc)
+                culprit = self._find_culprit(task, pending, engine, ctx, mine, fresh)
                 self.errors.append(
                     {
                         "model": model,
@@ -235,15 +255,10 @@ class _Run:
         return True
 
     def _find_culprit(
-        self,
-        task: Task,
-        pending: list[dict],
-        engine: Any,
-        ctx: RunContext,
-        mine: dict,
-        exc: Exception,
+        self, task: Task, pending: list[dict], engine: Any, ctx: RunContext, mine: dict, fresh: dict
     ) -> str:
-        """Which sample broke a batch: the first pending one that fails on its own."""
+        """Which sample broke a batch: the first pending one that fails on its own. Those that
+        pass on the way are kept (in `mine`, and in `fresh` for the cache)."""
         if not pending:
             return ""
         one = RunContext(
@@ -253,6 +268,8 @@ class _Run:
             try:
                 for result in KINDS[task.kind].score(task, [sample], engine, one):
                     mine[result.id] = result
+                    fresh[task.sample_key(sample)] = result
+                    self.computed += 1
             except Exception:  # noqa: BLE001 - this is the one
                 return str(sample["id"])
         return str(pending[0]["id"])
