@@ -63,6 +63,7 @@ def build_demo(engine: Any, model_name: str) -> Any:
         ],
         examples=[[e, "", 256, 0.7] for e in EXAMPLES],
         concurrency_limit=16,
+        api_name="chat",
         analytics_enabled=False,
     )
 

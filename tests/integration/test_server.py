@@ -367,3 +367,42 @@ def test_the_embedded_model_answers_through_the_server(default_workspace):
         stop.set()
         thread.join(timeout=30)
         engine.close()
+
+
+def test_the_gradio_demo_answers_in_front_of_the_api(served_workspace):
+    from gradio_client import Client
+
+    from workbench.recipes import ServeRecipe
+    from workbench.server import ServerStats, build_app, serve_app
+
+    engine = open_engine("tiny", served_workspace, slots=2)
+    stop, stats, ready = threading.Event(), ServerStats(), {}
+    app = build_app(engine, "tiny", stats=stats, gradio=True)
+    recipe = ServeRecipe(model="tiny", port=0, gradio=True)
+    thread = threading.Thread(
+        target=serve_app,
+        args=(app, recipe, stats, lambda **e: ready.update(e), stop.is_set, None),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "url" not in ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        root = ready["url"].removesuffix("/v1")
+        page = httpx.get(f"{root}/demo/", timeout=30, follow_redirects=True)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        answer = Client(f"{root}/demo/", verbose=False).predict(
+            "What is the capital of France?", "", 16, 0.0, api_name="/chat"
+        )
+        expected = engine.chat(
+            [{"role": "user", "content": "What is the capital of France?"}],
+            GenerationSettings(max_new_tokens=16),
+        ).text()
+        assert answer == expected
+        models = OpenAI(base_url=ready["url"], api_key="none").models.list()  # the API too
+        assert [m.id for m in models.data] == ["tiny"]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        engine.close()
