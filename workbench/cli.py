@@ -439,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from workbench.cli_data import add_data_commands
     from workbench.cli_eval import add_eval_commands
+    from workbench.cli_quant import add_quantize_commands
     from workbench.cli_serve import add_serve_commands
     from workbench.cli_train import add_train_commands
 
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(verbs, common, follow)
     add_serve_commands(verbs, common)
     add_eval_commands(verbs, common, follow)
+    add_quantize_commands(verbs, common, follow)
     return parser
 
 

@@ -44,7 +44,13 @@ HUB_PREFIXES = {
     "modelscope:": "modelscope",
     "ms:": "modelscope",
 }
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+WEIGHT_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "*.safetensors.index.json",
+    "*.bin.index.json",
+    "model.gguf",  # a GGUF export in the workspace (workbench.quantize)
+)
 # Files a hub repo may hold that a transformers load never needs (other runtimes' formats).
 HUB_IGNORE = [
     "*.gguf",
@@ -613,6 +619,12 @@ def load_model(
     _check_remote_code(folder, trust_remote_code)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    from workbench.quantize.artifact import is_workbench_quantized, load_quantized
+
+    if is_workbench_quantized(folder):  # int8/int4 layers or a GGUF file (workbench.quantize)
+        model, tokenizer = load_quantized(folder, device, dtype)
+        seconds = round(time.perf_counter() - started, 3)
+        return LoadedModel(model, tokenizer, ref, device, dtype, seconds)
 
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a one-second "Loading weights" bar is noise in chat output

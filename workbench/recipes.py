@@ -541,6 +541,75 @@ class ServeRecipe:
         return [self.model]
 
 
+QUANT_METHODS = ("int8", "int4-rtn", "int4-awq", "nf4", "gguf-q8_0", "gguf-q4", "lmdeploy-awq")
+QUANT_GROUPS = (32, 64, 128, 256)
+
+
+@register
+@dataclass
+class QuantizeRecipe:
+    """Quantize a model into a new, smaller model artifact, and report what it cost and bought."""
+
+    kind: ClassVar[str] = "quantize"
+    runner: ClassVar[str] = "workbench.quantize.runner:run_quantize"
+
+    out: str = _help("Name of the quantized model artifact.")
+    model: str = _help(
+        "Source model: 'default', a model artifact (base, merged) or a local folder.",
+        default="default",
+    )
+    method: str = _help(
+        "int8 (per channel), int4-rtn (round to nearest), int4-awq (activation-aware, "
+        "calibrated), nf4 (bitsandbytes), gguf-q8_0 / gguf-q4 (GGUF files for llama.cpp and "
+        "Ollama), lmdeploy-awq (LMDeploy's lite auto_awq, NVIDIA GPU only).",
+        default="int8",
+    )
+    group: int = _help("int4 group size: 32, 64, 128 or 256 input columns a scale.", default=128)
+    calib: str = _help(
+        "Dataset artifact for calibration (int4-awq); empty uses the bundled instruction set.",
+        default="",
+    )
+    report: bool = _help(
+        "Measure perplexity, decode speed and answers of both models after quantizing.",
+        default=True,
+    )
+    ppl_tokens: int = _help(
+        "Held-out tokens per language for perplexity (0: the whole bundled text).", default=2048
+    )
+    speed_tokens: int = _help(
+        "Tokens decoded per speed round (3 rounds a model, alternating).", default=32
+    )
+    description: str = _help("Free text shown with the artifact.", default="")
+
+    def __post_init__(self) -> None:
+        validate_name(self.out, "output name")
+        check(bool(self.model.strip()), self, "model", "is empty")
+        close = difflib.get_close_matches(self.method, QUANT_METHODS, n=1)
+        check(
+            self.method in QUANT_METHODS,
+            self,
+            "method",
+            f"is {self.method!r}",
+            (f"Did you mean {close[0]!r}? " if close else "")
+            + f"Use one of: {', '.join(QUANT_METHODS)}.",
+        )
+        check(
+            self.group in QUANT_GROUPS,
+            self,
+            "group",
+            f"is {self.group}: int4 kernels take groups of 32, 64, 128 or 256 columns",
+            "Use 128 (the usual choice), or 32/64 for better quality at a slightly larger size.",
+        )
+        check(self.ppl_tokens >= 0, self, "ppl_tokens", "is negative")
+        check(self.speed_tokens >= 1, self, "speed_tokens", "must be at least 1")
+
+    def resource(self) -> str:
+        return "gpu" if self.method == "lmdeploy-awq" else "cpu"
+
+    def uses(self) -> list[str]:
+        return [self.model] + ([self.calib] if self.calib else [])
+
+
 # --- conversion ------------------------------------------------------------------------------
 
 
