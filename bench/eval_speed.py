@@ -5,8 +5,8 @@
 
 Both score the same bundled tasks with the same loaded model (the embedded SmolLM2-135M, from a
 temporary workspace unless WORKBENCH_HOME holds a prepared "default") and the same prompt:
-  ours     `score_requests` — each question's context runs once, its key/value cache is copied
-           to one row per choice, and only the choice tokens run again;
+  ours     `score_requests` — one packed row per question (its context once, then every
+           choice, each choice masked from the others), one forward pass per batch;
   lm-eval  `lm_eval.simple_evaluate` with its Hugging Face model class (one row per
            question + choice, at each --lm-eval-batch size; 1 is its default), timed both whole
            and for its log-likelihood requests alone.

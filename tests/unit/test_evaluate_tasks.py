@@ -66,9 +66,15 @@ REQUESTS = [
 ]
 
 
-def test_shared_prefix_scores_equal_one_row_per_choice(tiny):
+@pytest.mark.parametrize("path", ["packed", "cached"])
+def test_shared_prefix_scores_equal_one_row_per_choice(tiny, path, monkeypatch):
+    from workbench.evaluate import scoring
+
     model, tokenizer = tiny
+    refused = set() if path == "packed" else {type(model).__name__}
+    monkeypatch.setattr(scoring, "_PACKING_FAILED", refused)
     fast = score_requests(model, tokenizer, REQUESTS, batch_size=3)  # several chunks
+    assert refused == scoring._PACKING_FAILED  # the packed path ran (or the fallback was forced)
     for request, (total, greedy) in zip(REQUESTS, fast, strict=True):
         want_total, want_greedy = naive_loglik(model, tokenizer, *request)
         assert total == pytest.approx(want_total, abs=1e-4)

@@ -2,12 +2,17 @@
 
 A multiple-choice question asks for log P(choice | question) for every choice. Scoring each
 (question + choice) row on its own, as lm-evaluation-harness does, runs the question through the
-model once per choice. Here the contexts of a batch of questions run once (left-padded, keeping
-their key/value cache), the cache is copied to one row per choice, and only the choice tokens run
-a second time:
+model once per choice. Here each question becomes one packed row — its context, then the tokens
+of every choice — and an attention mask lets each choice see the context and itself, never the
+other choices (position ids restart after the context for each choice):
 
-    forward 1: contexts   [G questions x context length]      -> cache, logits of the last token
-    forward 2: choices    [R choices  x longest choice - 1]   with the cache of their question
+    row:    [ context ........ | choice 1 | choice 2 | choice 3 | choice 4 ]
+    mask:   causal in the context; each choice attends to the context and to its own tokens
+
+One forward pass over a batch of such rows scores every choice of every question in it, and the
+language-model head runs only where a log-probability is read. A model whose attention does not
+take such a mask falls back to running the contexts first and copying their key/value cache to
+one row per choice.
 
 Tokenization follows lm-evaluation-harness so that the numbers agree with it: trailing
 whitespace of the context moves to the continuation, the continuation's tokens are those of
@@ -52,8 +57,8 @@ def score_requests(
 ) -> list[tuple[float, bool]]:
     """(sum of log-probabilities of the continuation, whether greedy decoding gives it) per request.
 
-    Requests with the same context share one pass over it; `batch_size` bounds the continuation
-    rows of one second pass. Results come back in the order of `requests`.
+    Requests with the same context share one packed row; `batch_size` bounds the continuations
+    scored in one forward pass. Results come back in the order of `requests`.
 
     Raises:
         InvalidInput: a continuation that is empty after tokenization.
@@ -73,20 +78,103 @@ def score_requests(
     for i, (ctx, _) in enumerate(encoded):
         groups.setdefault(tuple(ctx), []).append(i)
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+    # Similar lengths side by side: less padding in each batch.
+    ordered = sorted(
+        groups.items(), key=lambda g: len(g[0]) + sum(len(encoded[i][1]) for i in g[1])
+    )
     chunk: list[tuple[tuple[int, ...], list[int]]] = []
     rows = 0
     with torch.inference_mode():
-        for context, members in groups.items():
+        for context, members in ordered:
             if chunk and rows + len(members) > batch_size:
-                _score_chunk(model, chunk, encoded, results, limit)
+                _score(model, chunk, encoded, results, limit)
                 chunk, rows = [], 0
                 if should_stop is not None and should_stop():
                     return results
             chunk.append((context, members))
             rows += len(members)
         if chunk:
-            _score_chunk(model, chunk, encoded, results, limit)
+            _score(model, chunk, encoded, results, limit)
     return results
+
+
+_PACKING_FAILED: set[str] = set()  # model classes whose attention refused a packed mask
+
+
+def _score(
+    model: Any,
+    chunk: list[tuple[tuple[int, ...], list[int]]],
+    encoded: list[tuple[list[int], list[int]]],
+    results: list[tuple[float, bool]],
+    limit: int,
+) -> None:
+    kind = type(model).__name__
+    if kind not in _PACKING_FAILED:
+        try:
+            _score_packed(model, chunk, encoded, results, limit)
+            return
+        except (TypeError, ValueError, RuntimeError):
+            _PACKING_FAILED.add(kind)
+    _score_chunk(model, chunk, encoded, results, limit)
+
+
+def _score_packed(
+    model: Any,
+    chunk: list[tuple[tuple[int, ...], list[int]]],
+    encoded: list[tuple[list[int], list[int]]],
+    results: list[tuple[float, bool]],
+    limit: int,
+) -> None:
+    """One forward pass: a packed row per question (context, then every choice)."""
+    import torch
+
+    device = model.device
+    rows, layouts = [], []
+    for context, members in chunk:
+        conts = [encoded[i][1] for i in members]
+        room = max(1, limit - sum(len(c) - 1 for c in conts))
+        ctx = list(context)[-room:]  # like lm-eval, a too long context loses its left side
+        ids, positions, spans = list(ctx), list(range(len(ctx))), []
+        for i, cont in zip(members, conts, strict=True):
+            spans.append((i, len(ids), cont))
+            ids += cont[:-1]  # a choice's last token is predicted, never read
+            positions += range(len(ctx), len(ctx) + len(cont) - 1)
+        rows.append((ids, positions))
+        layouts.append((len(ctx), spans))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), 1, width, width), dtype=torch.bool)
+    for g, ((ids, positions), (ctx_len, spans)) in enumerate(zip(rows, layouts, strict=True)):
+        input_ids[g, : len(ids)] = torch.tensor(ids)
+        position_ids[g, : len(ids)] = torch.tensor(positions)
+        mask[g, 0, :ctx_len, :ctx_len] = torch.ones(ctx_len, ctx_len, dtype=torch.bool).tril()
+        for _, begin, cont in spans:
+            k = len(cont) - 1
+            if k:
+                mask[g, 0, begin : begin + k, :ctx_len] = True
+                mask[g, 0, begin : begin + k, begin : begin + k] = torch.ones(
+                    k, k, dtype=torch.bool
+                ).tril()
+        pad = torch.arange(len(ids), width)
+        mask[g, 0, pad, pad] = True  # padding sees itself only (no row may be fully masked)
+    first = min(ctx_len for ctx_len, _ in layouts) - 1
+    logits = model(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=position_ids.to(device),
+        logits_to_keep=torch.arange(first, width, device=device),
+    ).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    for g, (ctx_len, spans) in enumerate(layouts):
+        for request, begin, cont in spans:
+            sources = torch.tensor(
+                [ctx_len - 1, *range(begin, begin + len(cont) - 1)], device=device
+            )
+            picked = logprobs[g, sources - first]
+            targets = torch.tensor(cont, device=device)
+            total = float(picked.gather(-1, targets[:, None]).sum())
+            results[request] = (total, bool((picked.argmax(-1) == targets).all()))
 
 
 def _score_chunk(
@@ -96,6 +184,7 @@ def _score_chunk(
     results: list[tuple[float, bool]],
     limit: int,
 ) -> None:
+    """The fallback: contexts first (left-padded, keeping their cache), then the choices."""
     import torch
 
     device = model.device
