@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from workbench.cli import EXIT_FAILED, _print_json, _table
@@ -130,9 +131,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(f"Job {job.id} (eval) queued; following it (Ctrl-C stops watching).", file=sys.stderr)
+    last = 0.0
     try:
         for event in follow(ws, job.id):
-            if not args.json:
+            # one line a second at most: an evaluation reports every sample
+            final = event.get("status") or event.get("step") == event.get("total")
+            if not args.json and (final or time.monotonic() - last >= 1.0):
+                last = time.monotonic()
                 print(describe_event(event), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(
