@@ -116,6 +116,9 @@ eval_pages = [
         ("eval_results", t("eval.nav_results", lang), ":material/leaderboard:"),
     )
 ]
+quantize_pages = [
+    st.Page(ROOT / "pages" / "quantize.py", title=t("quant.nav", lang), icon=":material/compress:")
+]
 serve_pages = [
     st.Page(ROOT / "pages" / f"{name}.py", title=title, icon=icon)
     for name, title, icon in (
@@ -129,6 +132,7 @@ page = st.navigation(
         "": [home, jobs],
         t("nav.data_section", lang): data_pages,
         t("nav.finetune_section", lang): finetune_pages,
+        t("quant.nav_section", lang): quantize_pages,
         t("eval.nav_section", lang): eval_pages,
         t("chat.nav_section", lang): serve_pages,
     }

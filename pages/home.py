@@ -29,7 +29,7 @@ def show_start_here() -> None:
     steps = [  # (text, available now)
         (t("home.step_data", lang), True),
         (t("home.step_finetune", lang), True),
-        (t("home.step_quantize", lang), False),
+        (t("home.step_quantize", lang), True),
         (t("home.step_evaluate", lang), True),
         (t("home.step_chat", lang), True),
         (t("home.step_agent", lang), False),
