@@ -28,6 +28,13 @@ EXAMPLES = {
         "device": "cpu",
     },
     "merge": {"adapter": "qa-lora", "out": "qa-merged"},
+    "quantize": {
+        "model": "qa-merged",
+        "method": "int4-awq",
+        "group": 64,
+        "calib": "qa",
+        "out": "qa-awq",
+    },
     "eval": {
         "models": ["default", "tiny"],
         "tasks": ["quick", "my_task.jsonl"],
