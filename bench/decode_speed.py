@@ -2,6 +2,7 @@
 
     python bench/decode_speed.py                      # the embedded model, weights=auto
     python bench/decode_speed.py --weights model int8 int4 --tokens 64 --repeats 3
+    python bench/decode_speed.py --threads 1          # on a busy machine (see README)
 
 For the same model, prompt and number of new tokens it measures (medians of --repeats runs):
 - `generate` (greedy, the model as `load_model` gives it): decode tokens/s, from the time of N
@@ -144,7 +145,12 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=["auto"])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ws = Workspace()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")

@@ -6,12 +6,14 @@
   batching of concurrent requests, and on CPU packed weights. `weights="auto"` picks, on CPU,
   int4 for layers whose weights lose nothing in int4 (a model that came from a 4-bit GGUF file,
   like the embedded one; the output head then goes to int8), else bf16 where the CPU has native
-  bf16, else the model's dtype; on a GPU the model's dtype;
+  bf16, else the model's dtype; on a GPU the model's dtype. Packed weights run with bf16
+  activations (torch's int8/int4 CPU kernels are fast only with bf16 inputs);
 - the plain runner (runners.py) for everything else (an adapter is merged into a copy first).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +39,7 @@ def open_local(
     max_len: int = 0,
     trust_remote_code: bool = False,
     runner: str = "auto",
+    threads: int = 0,
     loaded: Any = None,
 ) -> LocalEngine:
     """Load `name` and start serving it.
@@ -47,6 +50,9 @@ def open_local(
         slots: requests decoded together at most; more wait their turn.
         max_len: tokens per request (prompt + answer); 0 means min(4096, the model's context).
         runner: auto (lean where the model allows it), lean, or plain (transformers' forward).
+        threads: torch threads for this process (0: WORKBENCH_ENGINE_THREADS, else torch's
+            default). On a machine busy with other work, 1 thread can be much faster for
+            batched decoding: multi-threaded matmuls stall when their threads wait for a core.
         loaded: an already loaded model (`LoadedModel`) to use instead of loading `name`.
 
     Raises:
@@ -63,6 +69,11 @@ def open_local(
         )
     if slots < 1 or slots > 256:
         raise InvalidInput(f"slots is {slots}; use 1 to 256.", where="slots", fix="Use 8.")
+    threads = threads or int(os.environ.get("WORKBENCH_ENGINE_THREADS", "0") or 0)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     device = resolve_device(device)
     if weights in ("int8", "int4") and device != "cpu":
         raise InvalidInput(
@@ -96,17 +107,12 @@ def _choose_weights(model: Any, weights: str, device: str, dtype: str) -> str:
 
     param_dtype = next(model.parameters()).dtype
     layers = model.model.layers
-    # int4 pays where the CPU has the wide vector units its kernel is built for (measured: 6 ms
-    # of matmuls a token against 35 for bf16 on AVX-512 BF16); on plain AVX2 it is slower than
-    # fp32, so there the model's own dtype stays.
-    if (
-        cpu_supports_bf16()
-        and param_dtype == torch.float32
-        and all(
-            int4_is_lossless(layer.mlp.down_proj.weight)
-            and int4_is_lossless(layer.self_attn.q_proj.weight)
-            for layer in (layers[0], layers[len(layers) // 2], layers[-1])
-        )
+    # A model whose layers sit on a 4-bit grid (one dequantized from a Q4 GGUF, like the
+    # embedded model) loses nothing in int4, and int4 reads a quarter of the bytes of bf16.
+    if param_dtype == torch.float32 and all(
+        int4_is_lossless(layer.mlp.down_proj.weight)
+        and int4_is_lossless(layer.self_attn.q_proj.weight)
+        for layer in (layers[0], layers[len(layers) // 2], layers[-1])
     ):
         return "int4"
     if dtype == "auto" and param_dtype == torch.float32 and cpu_supports_bf16():
@@ -157,8 +163,13 @@ class LocalEngine:
             self.path = f"plain transformers forward ({why_not})"
         else:
             chosen = _choose_weights(model, weights, loaded.device, dtype)
-            self.runner = LeanModel(model, slots=slots, max_len=self.max_len, weights=chosen)
-            self.path = f"lean decode loop, weights {chosen}"
+            # int4 chosen by auto is lossless for the layers; the head (not on the grid) keeps
+            # most of its precision in int8. An explicit int4 goes all the way, for speed.
+            head = "int8" if weights == "auto" and chosen == "int4" else chosen
+            self.runner = LeanModel(
+                model, slots=slots, max_len=self.max_len, weights=chosen, head=head
+            )
+            self.path = f"lean decode loop, weights {chosen}, head {head}"
             del model  # the lean model holds (or shares) every weight it needs
         self.weights = self.runner.weights
         self.dtype = str(getattr(self.runner, "act", loaded.dtype)).replace("torch.", "")
