@@ -278,3 +278,20 @@ def test_an_adapter_is_refused_with_the_merge_command(workspace, tiny_artifact):
     with pytest.raises(InvalidInput, match="LoRA adapter") as info:
         run_quantize(QuantizeRecipe(model="tiny-lora", method="int8", out="x"), workspace=workspace)
     assert "workbench merge --adapter tiny-lora" in info.value.fix
+
+
+def test_nf4_through_bitsandbytes_saves_and_reloads_4bit_layers(workspace, tiny_artifact):
+    pytest.importorskip("bitsandbytes")
+    result = run_quantize(
+        QuantizeRecipe(model="tiny", method="nf4", out="tiny-nf4", report=False),
+        workspace=workspace,
+    )
+    assert result["size_bytes"] < 0.5 * result["source_size_bytes"]
+    loaded = load_model("tiny-nf4", workspace, device="cpu", dtype="float32")
+    assert type(loaded.model.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
+    source = load_model("tiny", workspace, device="cpu", dtype="float32")
+    ids = source.tokenizer("Fine-tuning adapts a pretrained model", return_tensors="pt")
+    with torch.inference_mode():
+        a = source.model(**ids).logits.softmax(-1)
+        b = loaded.model(**ids).logits.softmax(-1)
+    assert (a - b).abs().max() < 0.05
