@@ -189,18 +189,24 @@ def test_int8_of_the_tiny_model_stays_close_to_it(workspace, tiny_artifact):
     assert (a - b).abs().max() < 0.01
 
 
-def test_gguf_export_reads_back_with_names_shapes_and_types(workspace, tiny_artifact):
+@pytest.mark.parametrize(
+    ("method", "qtype", "tolerance"), [("gguf-q8_0", "Q8_0", 0.05), ("gguf-q4", "Q4_1", 0.3)]
+)
+def test_gguf_export_reads_back_with_names_shapes_and_types(
+    workspace, tiny_artifact, method, qtype, tolerance
+):
     from gguf import GGUFReader
 
     run_quantize(
-        QuantizeRecipe(model="tiny", method="gguf-q8_0", out="tiny-q8", report=False),
+        QuantizeRecipe(model="tiny", method=method, out="tiny-q8", report=False),
         workspace=workspace,
     )
     folder = workspace.path_of("tiny-q8")
     reader = GGUFReader(str(folder / "model.gguf"))
     tensors = {t.name: t for t in reader.tensors}
     assert len(tensors) == 1 + 2 * 9 + 1  # embedding, 2 blocks of 9, final norm (tied output)
-    assert tensors["blk.0.attn_q.weight"].tensor_type.name == "Q8_0"
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == qtype
+    assert tensors["token_embd.weight"].tensor_type.name == "Q8_0"
     assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
     assert [int(d) for d in tensors["blk.1.ffn_up.weight"].shape] == [64, 128]  # [in, out]
     arch = reader.fields["general.architecture"]
@@ -212,7 +218,8 @@ def test_gguf_export_reads_back_with_names_shapes_and_types(workspace, tiny_arti
     with torch.inference_mode():
         a = source.model(input_ids=ids).logits
         b = exported.model(input_ids=ids).logits
-    assert torch.allclose(a, b, atol=0.05)  # q/k rows reordered back correctly
+    assert torch.allclose(a, b, atol=tolerance)  # q/k rows reordered back correctly
+    assert (folder / "Modelfile").read_text() == "FROM ./model.gguf\n"
     assert exported.tokenizer.decode(ids[0]) == source.tokenizer.decode(ids[0])
 
 

@@ -147,7 +147,7 @@ def decode_speeds(
     return {name: round(rate, 2) for name, rate in best.items()}
 
 
-def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 48) -> str:
+def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 32) -> str:
     """The model's greedy answer to one chat prompt."""
     ids = chat_input(tokenizer, prompt).to(next(model.parameters()).device)
     stops = {tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)}
