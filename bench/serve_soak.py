@@ -139,9 +139,10 @@ def main() -> None:
     health = httpx.get(url.removesuffix("/v1") + "/health").json()
     server.send_signal(signal.SIGTERM)
     code = server.wait(timeout=60)
+    answers = counts["ok"] + counts["diverged"] + counts["mixed_up"]
     print(f"{args.clients} clients for {took:.0f} s against {args.model}: {counts}")
     print(
-        f"answers: {counts['ok'] + counts['mixed_up']} ({counts['ok'] / max(took, 1):.2f}/s); "
+        f"answers: {answers} ({answers / max(took, 1):.2f}/s); "
         f"open streams after: {health['active']}, engine active: {health['engine']['active']}; "
         f"server exit status {code}"
     )

@@ -246,3 +246,15 @@ def test_lmdeploy_without_a_gpu_says_so(workspace):
     with pytest.raises(WorkbenchError, match="NVIDIA GPU") as caught:
         open_engine("lmdeploy:default", workspace)
     assert "local backend" in caught.value.fix
+
+
+def test_a_packed_head_rescores_its_best_candidates_exactly(tiny_loaded):
+    from workbench.engine.lean import LeanModel
+
+    lean = LeanModel(tiny_loaded.model, slots=1, max_len=64, weights="int4")
+    hidden = torch.randn(5, tiny_loaded.model.config.hidden_size, dtype=lean.act)
+    fast, exact = lean.logits(hidden), lean.logits_exact(hidden)
+    assert torch.equal(fast.argmax(-1), exact.argmax(-1))
+    top = exact.topk(5, dim=-1).indices
+    assert torch.allclose(fast.gather(-1, top), exact.gather(-1, top), atol=1e-2)
+    assert not torch.allclose(fast, exact, atol=1e-4)  # the rest keeps the packed values

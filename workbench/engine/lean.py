@@ -24,6 +24,7 @@ from workbench.engine.batching import TokenScores
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 WEIGHT_FORMATS = ("model", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
+REFINE_TOP = 64  # candidates a packed head passes to the dense head
 
 
 def supports(model: Any) -> str:
@@ -170,6 +171,13 @@ class LeanModel:
             self.norm = inner.norm.weight.detach().to(self.act)
             head = model.get_output_embeddings()
             self.head = PackedLinear(head.weight, getattr(head, "bias", None), head_fmt, self.act)
+            # A packed head ranks the vocabulary fast; its best candidates are then scored again
+            # with the head's own weights (tied to the embedding: already in memory), so greedy
+            # choices and the top of the distribution are as exact as the dense head's.
+            self.head_dense = None
+            if head_fmt in ("int8", "int4"):
+                tied = head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+                self.head_dense = self.embed if tied else head.weight.detach().to(self.act)
             rotary = inner.rotary_emb
             inv_freq = rotary.inv_freq.detach().float().to(self.device)
             positions = torch.arange(max_len, device=self.device, dtype=torch.float32)
@@ -236,8 +244,24 @@ class LeanModel:
         return x + layer.down(F.silu(gate) * up)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Output logits (float32) for final hidden states (already normed)."""
-        return self.head(hidden).float()
+        """Output logits (float32) for final hidden states [N, C] (already normed); with a
+        packed head, the REFINE_TOP best are recomputed with the dense weights."""
+        logits = self.head(hidden).float()
+        if self.head_dense is None:
+            return logits
+        top = logits.topk(min(REFINE_TOP, logits.shape[-1]), dim=-1).indices
+        rows = self.head_dense[top].float()  # [N, K, C]
+        exact = torch.einsum("nc,nkc->nk", hidden.float(), rows)
+        if self.head.bias is not None:
+            exact = exact + self.head.bias.float()[top]
+        return logits.scatter(-1, top, exact)
+
+    def logits_exact(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the dense head weights (for scoring, where every probability counts)."""
+        if self.head_dense is None:
+            return self.head(hidden).float()
+        logits = F.linear(hidden, self.head_dense).float()
+        return logits if self.head.bias is None else logits + self.head.bias.float()
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self._rms(x, self.norm)
@@ -309,7 +333,8 @@ class LeanModel:
         results = []
         for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
             # The hidden state at position p predicts token p + 1.
-            logprobs = torch.log_softmax(self.logits(hidden[i, start - 1 : len(row) - 1]), -1)
+            logits = self.logits_exact(hidden[i, start - 1 : len(row) - 1])
+            logprobs = torch.log_softmax(logits, -1)
             targets = torch.tensor(row[start:], device=logprobs.device)
             best, best_ids = logprobs.max(-1)
             picked = logprobs.gather(-1, targets[:, None])[:, 0]

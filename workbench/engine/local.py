@@ -5,7 +5,8 @@
 - the lean runner (lean.py) for Llama-family models: fused matmuls, preallocated cache, per-step
   batching of concurrent requests, and on CPU packed weights. `weights="auto"` picks, on CPU,
   int4 for layers whose weights lose nothing in int4 (a model that came from a 4-bit GGUF file,
-  like the embedded one; the output head then goes to int8), else bf16 where the CPU has native
+  like the embedded one; the output head ranks in int4 and its best 64 are rescored with the
+  dense weights), else bf16 where the CPU has native
   bf16, else the model's dtype; on a GPU the model's dtype. Packed weights run with bf16
   activations (torch's int8/int4 CPU kernels are fast only with bf16 inputs);
 - the plain runner (runners.py) for everything else (an adapter is merged into a copy first).
@@ -163,9 +164,7 @@ class LocalEngine:
             self.path = f"plain transformers forward ({why_not})"
         else:
             chosen = _choose_weights(model, weights, loaded.device, dtype)
-            # int4 chosen by auto is lossless for the layers; the head (not on the grid) keeps
-            # most of its precision in int8. An explicit int4 goes all the way, for speed.
-            head = "int8" if weights == "auto" and chosen == "int4" else chosen
+            head = chosen  # a packed head's best candidates are rescored densely (lean.py)
             self.runner = LeanModel(
                 model, slots=slots, max_len=self.max_len, weights=chosen, head=head
             )
