@@ -258,3 +258,24 @@ def test_a_packed_head_rescores_its_best_candidates_exactly(tiny_loaded):
     top = exact.topk(5, dim=-1).indices
     assert torch.allclose(fast.gather(-1, top), exact.gather(-1, top), atol=1e-2)
     assert not torch.allclose(fast, exact, atol=1e-4)  # the rest keeps the packed values
+
+
+def test_a_model_with_quantized_layers_runs_on_the_plain_path(tiny_model_dir):
+    from workbench.quantize.modules import quantize_linears
+
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    layers = {
+        name: "int8"
+        for name, module in loaded.model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    }
+    quantize_linears(loaded.model, layers)
+    engine = LocalEngine("tiny-int8", loaded, slots=2)
+    try:
+        assert engine.path.startswith("plain") and "quantized" in engine.path
+        stream = engine.chat(chat(PROMPTS[0]), GenerationSettings(max_new_tokens=12))
+        stream.text()
+        ids = engine.encode_chat(chat(PROMPTS[0]))
+        assert stream.token_ids == hf_greedy(loaded, ids, 12, engine.end_ids)
+    finally:
+        engine.close()

@@ -37,6 +37,16 @@ def supports(model: Any) -> str:
         return "a LoRA adapter on top (merge it first)"
     if getattr(config, "quantization_config", None):
         return "a quantized checkpoint (its own layers run it)"
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not layers:
+        return "no decoder layers where a Llama-family model keeps them"
+    first = layers[0]
+    projections = [
+        getattr(first.self_attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
+    projections += [getattr(first.mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    if not all(type(p) is torch.nn.Linear for p in projections):
+        return "layers that are not plain linear layers (quantized or otherwise replaced)"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r}"
     if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
