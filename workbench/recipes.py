@@ -458,9 +458,7 @@ class EvalRecipe:
         self.models = [m.strip() for m in self.models if m.strip()]
         self.tasks = [t.strip() for t in self.tasks if t.strip()]
         check(bool(self.models), self, "models", "is empty", "Name at least one model.")
-        check(
-            len(set(self.models)) == len(self.models), self, "models", "names a model twice"
-        )
+        check(len(set(self.models)) == len(self.models), self, "models", "names a model twice")
         check(bool(self.tasks), self, "tasks", "is empty", "Name at least one task or suite.")
         check(self.limit >= 0, self, "limit", f"is {self.limit}; use 0 (all) or more")
         check(1 <= self.batch_size <= 4096, self, "batch_size", f"is {self.batch_size}")
@@ -468,7 +466,9 @@ class EvalRecipe:
             validate_name(self.name, "eval name")
         for name, allowed in (("device", DEVICES), ("dtype", DTYPES)):
             value = getattr(self, name)
-            check(value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}.")
+            check(
+                value in allowed, self, name, f"is {value!r}", f"Use one of: {', '.join(allowed)}."
+            )
 
     def resource(self) -> str:
         from workbench.hardware import resolve_device

@@ -249,9 +249,7 @@ def test_a_taken_name_and_a_missing_dataset_are_explained(workspace, tiny_artifa
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-def test_a_finished_run_shows_its_curves_probes_and_what_to_do_next(
-    workspace, finished_run, lang
-):
+def test_a_finished_run_shows_its_curves_probes_and_what_to_do_next(workspace, finished_run, lang):
     job = finished_run
     assert job.status == "succeeded" and job.result["artifact"] == "tiny-lora"
     at = open_app(lang, RUNS)
