@@ -265,9 +265,14 @@ def follow_job(ws: Workspace, job: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from workbench.engine import parse_engine_name
     from workbench.generate import GenerationSettings, build_messages, chat_once, stream_chat
     from workbench.models import load_model
 
+    if parse_engine_name(args.model)[0] != "local":  # openai:URL#model, lmdeploy:MODEL
+        from workbench.cli_serve import chat_with_endpoint
+
+        return chat_with_endpoint(args)
     loaded = load_model(
         args.model,
         Workspace(),

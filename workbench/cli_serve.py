@@ -144,3 +144,59 @@ def add_serve_commands(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--detach", action="store_true", help="run as a background job")
     p.set_defaults(func=cmd_serve)
+
+
+def chat_with_endpoint(args: argparse.Namespace) -> int:
+    """`workbench chat --model openai:URL#model [PROMPT]`: chat through any OpenAI-compatible
+    server (the key comes from OPENAI_API_KEY); without a prompt, an interactive chat."""
+    import os
+
+    from workbench.engine import open_engine
+    from workbench.generate import GenerationSettings, build_messages
+
+    engine = open_engine(args.model, Workspace(), api_key=os.environ.get("OPENAI_API_KEY", ""))
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    history: list[dict] = []
+    try:
+        while True:
+            prompt = args.prompt
+            if not prompt:
+                try:
+                    prompt = input("you> ").strip()
+                except (EOFError, KeyboardInterrupt):
+                    return 0
+                if prompt in ("/exit", "/quit"):
+                    return 0
+                if prompt == "/reset" or not prompt:
+                    history.clear()
+                    continue
+            stream = engine.chat(build_messages(prompt, args.system, history), settings)
+            if args.json and args.prompt:
+                text = stream.text()
+                _print_json(
+                    {
+                        "model": args.model,
+                        "prompt": prompt,
+                        "text": text,
+                        "prompt_tokens": stream.prompt_tokens,
+                        "completion_tokens": stream.completion_tokens,
+                        "finish_reason": stream.finish_reason,
+                        "seconds": round(stream.seconds, 3),
+                    }
+                )
+                return 0
+            text = ""
+            for piece in stream:
+                text += piece
+                print(piece, end="", flush=True)
+            print()
+            if args.prompt:
+                return 0
+            history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}]
+    finally:
+        engine.close()

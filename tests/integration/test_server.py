@@ -406,3 +406,28 @@ def test_the_gradio_demo_answers_in_front_of_the_api(served_workspace):
         stop.set()
         thread.join(timeout=30)
         engine.close()
+
+
+def test_workbench_chat_talks_to_an_endpoint(server, client, served_workspace):
+    env = {**os.environ, "WORKBENCH_HOME": str(served_workspace.root), "OPENAI_API_KEY": KEY}
+    command = [sys.executable, "-m", "workbench", "chat", "--model", f"openai:{server}#tiny"]
+    result = subprocess.run(
+        [*command, "--max-new-tokens", "10", "--json", "Hello there"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    expected = ask(client, "Hello there", max_tokens=10)
+    assert data["text"] == expected.choices[0].message.content
+    assert data["completion_tokens"] == expected.usage.completion_tokens
+    wrong = subprocess.run(
+        [*command, "hi"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "OPENAI_API_KEY": "wrong"},
+    )
+    assert wrong.returncode == 2 and "HTTP 401" in wrong.stderr
