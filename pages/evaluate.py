@@ -47,7 +47,12 @@ def chosen_recipe() -> EvalRecipe | None:
         tasks.append(str(save_upload(ws, upload.name, upload.getvalue())))
     left, middle, right = st.columns(3)
     limit = left.number_input(t("eval.limit", lang), 0, 100000, 20, key="ev_limit")
-    judge = middle.selectbox(t("eval.judge", lang), ["", *model_choices(ws)], key="ev_judge")
+    judge = middle.selectbox(
+        t("eval.judge", lang),
+        ["", *model_choices(ws)],
+        key="ev_judge",
+        format_func=lambda m: m or "—",
+    )
     identity = right.text_input(t("eval.identity", lang), key="ev_identity")
     try:
         return recipe_from_dict(

@@ -92,8 +92,9 @@ def test_charts(run):
     assert [trace.name for trace in bars.data] == ["tiny", "tiny-small"]
     assert all(list(trace.x) == TASKS and trace.error_y.array is not None for trace in bars.data)
     assert charts.lower_bars(rep) is None  # no perplexity task in this run
-    radar = charts.capability_radar(rep)
-    assert {tuple(trace.theta) for trace in radar.data} == {("knowledge", "reasoning", "knowledge")}
+    radar = charts.capability_radar(rep)  # two capabilities: too few axes, so one per task
+    assert {tuple(trace.theta) for trace in radar.data} == {(*TASKS, TASKS[0])}
+    assert list(charts.capability_scores(rep)["capability"].unique()) == ["knowledge", "reasoning"]
     scatter = charts.quality_scatter(rep, "size_mb")
     labels = sorted(trace.text[0] for trace in scatter.data)
     assert labels == ["tiny (base)", "tiny-small (quantized)"]

@@ -98,12 +98,18 @@ def capability_scores(report: EvalReport) -> pd.DataFrame:
 
 
 def capability_radar(report: EvalReport, labels: dict | None = None) -> go.Figure:
-    """One closed line per model over the capabilities the run measured."""
+    """One closed line per model over the capabilities the run measured (over its tasks when
+    it measured fewer than three capabilities: a radar needs three axes to mean anything)."""
     scores = capability_scores(report)
-    capabilities = list(dict.fromkeys(scores["capability"]))
+    if scores["capability"].nunique() < 3:
+        frame = _higher(report)
+        scores = frame.rename(columns={"task": "axis"})[["model", "axis", "value"]]
+    else:
+        scores = scores.rename(columns={"capability": "axis"})
+    capabilities = list(dict.fromkeys(scores["axis"]))
     fig = go.Figure()
     for model in report.models:
-        rows = scores[scores["model"] == model].set_index("capability")["value"]
+        rows = scores[scores["model"] == model].set_index("axis")["value"]
         values = [float(rows.get(c, 0.0)) for c in capabilities]
         if not values:
             continue
@@ -174,5 +180,9 @@ def quality_scatter(
         )
     fig.update_layout(margin=MARGIN, height=360, showlegend=False)
     fig.update_xaxes(title=words[x])
+    if not points.empty:  # room on both sides for the labels
+        low, high = float(points[x].min()), float(points[x].max())
+        pad = max((high - low) * 0.25, abs(high) * 0.1, 1e-3)
+        fig.update_xaxes(range=[low - pad, high + pad])
     fig.update_yaxes(title=words["mean_score"], range=[0, 1.05])
     return fig
