@@ -225,6 +225,8 @@ class LeanModel:
     # --- the maths ---------------------------------------------------------------------------
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.weights != "model":  # one fused op; its rounding differs a little from HF's
+            return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
         # As transformers' LlamaRMSNorm: in fp32, then back to the activation dtype.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -252,6 +254,17 @@ class LeanModel:
         x = x + layer.o(attn.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
         gate, up = layer.gate_up(self._rms(x, layer.post_norm)).chunk(2, dim=-1)
         return x + layer.down(F.silu(gate) * up)
+
+    def _attend_one(self, q, keys, values, blocked) -> torch.Tensor:
+        """Attention of one query per row [S,H,1,D] over cached keys and values [S,KV,L,D]:
+        query heads grouped by the key/value head they share, so nothing is copied (for one
+        query this is cheaper than the fused kernel with a mask)."""
+        s, _, _, d = q.shape
+        grouped = q.reshape(s, self.kv_heads, self.heads // self.kv_heads, d)
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)).float() * d**-0.5
+        probs = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
+        out = torch.matmul(probs.to(values.dtype), values)  # [S, KV, G, D]
+        return out.reshape(s, self.heads, 1, d)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits (float32) for final hidden states [N, C] (already normed); with a
@@ -303,8 +316,7 @@ class LeanModel:
         span = int(pos.max()) + 1
         token_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
         x = self.embed[token_ids]
-        keep = torch.arange(span, device=self.device)[None, :] <= pos[:, None]
-        mask = keep[:, None, None, :]
+        blocked = (torch.arange(span, device=self.device)[None, :] > pos[:, None])[:, None, None]
         rows = torch.arange(s, device=self.device)
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, pos[:, None])
@@ -312,8 +324,7 @@ class LeanModel:
             self.cache_v[i, rows, :, pos] = v[:, :, 0]
             keys = self.cache_k[i, :s, :, :span]
             values = self.cache_v[i, :s, :, :span]
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-            x = self._finish(layer, x, attn)
+            x = self._finish(layer, x, self._attend_one(q, keys, values, blocked))
         return self.logits(self.final_norm(x[:, 0]))
 
     @torch.inference_mode()
