@@ -302,3 +302,20 @@ def test_nf4_through_bitsandbytes_saves_and_reloads_4bit_layers(workspace, tiny_
         a = source.model(**ids).logits.softmax(-1)
         b = loaded.model(**ids).logits.softmax(-1)
     assert (a - b).abs().max() < 0.05
+
+
+def test_a_cancel_during_calibration_leaves_no_artifact(workspace, tiny_artifact):
+    asked = []
+
+    def should_stop() -> bool:  # the third look (inside the calibration pass) says stop
+        asked.append(1)
+        return len(asked) >= 3
+
+    result = run_quantize(
+        QuantizeRecipe(model="tiny", method="int4-awq", out="tiny-awq", group=32),
+        workspace=workspace,
+        should_stop=should_stop,
+    )
+    assert result == {"artifact": "", "stopped": True}
+    assert not workspace.exists("tiny-awq")
+    assert not list((workspace.root / ".staging").iterdir())
