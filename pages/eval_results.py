@@ -22,7 +22,8 @@ WORDS = {k: t(f"eval.w_{k}", lang) for k in charts.LABELS}
 
 def show_overview(rep: report.EvalReport) -> None:
     st.subheader(t("eval.board_title", lang))
-    st.dataframe(report.leaderboard(rep).style.format("{:.3f}"), key="ev_board")
+    board = report.leaderboard(rep).rename_axis(index=WORDS["model"], columns=WORDS["task"])
+    st.dataframe(board.style.format("{:.3f}"), key="ev_board")
     st.caption(t("eval.board_help", lang))
     with st.expander(t("eval.all_metrics", lang)):
         st.dataframe(report.metrics_table(rep), hide_index=True, key="ev_metrics")

@@ -18,6 +18,7 @@ from workbench.evaluate.report import EvalReport
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 LABELS = {
+    "model": "model",
     "score": "score",
     "task": "task",
     "size_mb": "size (MB)",
