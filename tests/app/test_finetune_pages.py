@@ -322,4 +322,4 @@ def test_home_marks_the_fine_tune_step_available(workspace):
     at = open_app("en")
     start = next(m.value for m in at.markdown if t("home.step_finetune", "en") in m.value)
     assert f"{t('home.step_finetune', 'en')} — _" not in start
-    assert f"{t('home.step_quantize', 'en')} — _{t('home.coming_later', 'en')}_" in start
+    assert f"{t('home.step_agent', 'en')} — _{t('home.coming_later', 'en')}_" in start
