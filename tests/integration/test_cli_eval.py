@@ -78,3 +78,25 @@ def test_list_and_show_prompt(workspace):
     assert {"knowledge-zh", "arithmetic-en", "identity-zh", "instructions-en"} <= names
     shown = workbench("eval", "--show-prompt", "arithmetic-zh", home=workspace.root)
     assert "请一步一步算出来，最后一行写“答案：<数字>”。" in shown.stdout
+
+
+@pytest.mark.integration
+def test_answers_in_flight_equal_answers_one_by_one(default_workspace):
+    from workbench.evaluate.engines import EvalEngine
+    from workbench.evaluate.tasks import generate_all
+
+    prompts = [
+        "What is the capital of France?",
+        "你好，请介绍一下你自己。",
+        "Name a colour.",
+        "2+2?",
+    ]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    engine = EvalEngine("default", default_workspace)
+    try:
+        one_by_one = list(generate_all(engine, conversations, 12, window=1))
+        together = list(generate_all(engine, conversations, 12, window=4))
+    finally:
+        engine.close()
+    assert all(one_by_one) and "Paris" in one_by_one[0]
+    assert together == one_by_one

@@ -308,3 +308,18 @@ def test_arena_win_rates_from_votes():
     assert kind.aggregate(task, base, 0)["win_rate"].value == pytest.approx(0.5 / 3)
     with pytest.raises(InvalidInput, match="model_a"):
         check_task(Task(name="a", kind="arena", samples=[{"id": "1", "winner": "a"}]))
+
+
+def test_requests_in_flight_give_the_same_answers_in_order(engine):
+    from workbench.evaluate.tasks import generate_all
+
+    prompts = ["Hi.", "你好。", "What is 2+2?", "Name a colour.", "Say yes.", "Count to three."]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    one_by_one = list(generate_all(engine, conversations, 6, window=1))
+    together = list(generate_all(engine, conversations, 6, window=4))
+    assert together == one_by_one and len(together) == len(prompts)
+    long = [[{"role": "user", "content": "hi " * 3000}]]
+    with pytest.raises(InvalidInput):  # a request that fails raises in its turn
+        list(generate_all(engine, conversations[:2] + long, 6, window=4))
+    stopped = list(generate_all(engine, conversations, 6, window=4, should_stop=lambda: True))
+    assert stopped == one_by_one[:1]
