@@ -13,6 +13,9 @@ temporary workspace unless WORKBENCH_HOME holds a prepared "default") and the sa
 Runs alternate (lm-eval, ours, lm-eval, ours...) and each takes the best of --repeats, so that a
 neighbour's load on a shared machine hits both alike. Prints questions per second, the speed-up,
 and whether acc and acc_norm are equal (with the largest log-likelihood difference).
+
+With --generation N it also times the first N arithmetic-en problems (64 new tokens each)
+answered one at a time and with 8 requests in flight (the engine decodes those together).
 """
 
 from __future__ import annotations
@@ -51,6 +54,34 @@ def ours(task, loaded, batch_size: int) -> dict:
     }
 
 
+def generation(count: int) -> dict:
+    from workbench.evaluate.engines import EvalEngine
+    from workbench.evaluate.suites import bundled_task
+    from workbench.evaluate.tasks import KINDS, RunContext
+    from workbench.workspace import Workspace
+
+    task = bundled_task("arithmetic-en")
+    task.samples, task.max_new_tokens = task.samples[:count], 64
+    kind, engine = KINDS["generation"], EvalEngine("default", Workspace())
+    try:
+        list(kind.score(task, task.samples[:1], engine, RunContext(batch_size=4)))  # warm up
+        timings, outputs = {}, {}
+        for batch in (4, 32):  # requests in flight: batch_size // 4
+            started = time.perf_counter()
+            results = list(kind.score(task, task.samples, engine, RunContext(batch_size=batch)))
+            timings[batch] = time.perf_counter() - started
+            outputs[batch] = [r.output for r in results]
+    finally:
+        engine.close()
+    return {
+        "samples": count,
+        "one_at_a_time_s": round(timings[4], 1),
+        "in_flight_s": round(timings[32], 1),
+        "speedup": round(timings[4] / timings[32], 2),
+        "same_answers": outputs[4] == outputs[32],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="knowledge-en,knowledge-zh")
@@ -60,6 +91,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="our continuation rows")
     parser.add_argument("--lm-eval-batch", default="1,8", help="lm-eval batch sizes to run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--generation", type=int, default=0, help="also time N generations")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -138,6 +170,8 @@ def main() -> int:
                 }
             )
         report["tasks"].append(row)
+    if args.generation:
+        report["generation"] = generation(args.generation)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -159,6 +193,13 @@ def main() -> int:
                     f"acc_norm {ref['acc_norm']:.3f} (same: {ref['same_acc_norm']}), "
                     f"max |loglik diff| {ref['max_loglik_diff']:.2g}"
                 )
+        if "generation" in report:
+            g = report["generation"]
+            print(
+                f"\narithmetic-en, {g['samples']} answers of 64 tokens: one at a time "
+                f"{g['one_at_a_time_s']} s, 8 in flight {g['in_flight_s']} s "
+                f"({g['speedup']}x), same answers: {g['same_answers']}"
+            )
     if temporary is not None:
         temporary.cleanup()
     return 0
