@@ -28,6 +28,7 @@ EXAMPLES = {
         "device": "cpu",
     },
     "merge": {"adapter": "qa-lora", "out": "qa-merged"},
+    "serve": {"model": "qa-merged", "port": 8123, "api_key": "k-1", "gradio": True, "slots": 4},
     "quantize": {
         "model": "qa-merged",
         "method": "int4-awq",
