@@ -39,6 +39,22 @@ def test_int8_round_trip_error_is_at_most_half_a_step_per_row():
     assert (q.abs().amax(1) == 127).all()  # the range is used fully in every row
 
 
+def test_int8_per_group_is_finer_than_per_row_and_exact_on_a_q8_0_grid():
+    torch.manual_seed(5)
+    w = torch.randn(8, 96)
+    w[:, 5] *= 20  # an outlier column makes one scale per row coarse
+    q, scale = quantize_int8(w, 32)
+    assert scale.shape == (8, 3)
+    per_group = (dequantize_int8(q, scale) - w).pow(2).mean()
+    per_row = (dequantize_int8(*quantize_int8(w)) - w).pow(2).mean()
+    assert per_group < per_row / 2
+    # weights that already lie on an int8 grid per block of 32 (a dequantized Q8_0 GGUF) survive
+    blocks = torch.randint(-127, 128, (8, 96)).float()
+    blocks[:, ::32] = 127  # each block uses its full range, as Q8_0's absmax scaling does
+    grid = blocks * torch.rand(8, 3).repeat_interleave(32, dim=1)
+    assert torch.allclose(dequantize_int8(*quantize_int8(grid, 32)), grid, atol=1e-6)
+
+
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_int4_round_trip_error_is_at_most_half_a_step_per_group(group):
     torch.manual_seed(1)
@@ -165,7 +181,7 @@ def test_quantized_artifact_reloads_chats_and_records_its_lineage(workspace, tin
     config = json.loads((workspace.path_of("tiny-awq") / "config.json").read_text())
     scheme = config["quantization_config"]
     assert scheme["quant_method"] == "workbench" and scheme["group_size"] == 32
-    assert scheme["modules"]["lm_head"] == "int8"
+    assert scheme["modules"]["lm_head"] == "int8-g32"
     assert scheme["modules"]["model.layers.0.mlp.down_proj"] == "int4"
     loaded = load_model("tiny-awq", workspace, device="cpu", dtype="float32")
     assert isinstance(loaded.model.model.layers[0].mlp.down_proj, Int4Linear)

@@ -27,6 +27,8 @@ WEIGHTS_FILE = "model.safetensors"
 GGUF_FILE = "model.gguf"
 FORMAT_DOCS = {
     "int8": "symmetric int8 per output row: w = qweight * scales[:, None]",
+    "int8-g32": "symmetric int8 per group of 32 input columns: "
+    "w[:, 32j:32j+32] = qweight[:, 32j:32j+32] * scales[:, j:j+1]",
     "int4": "asymmetric 4-bit per group of input columns, two codes a byte (low nibble first): "
     "w = (q - 8) * scale + zero; input columns padded to a multiple of the group with copies "
     "of the last column",

@@ -46,19 +46,23 @@ def use_kernels(x: torch.Tensor) -> bool:
 
 
 class Int8Linear(nn.Module):
-    """y = x @ (q * scale).T + bias, with q int8 [out, in] and one scale per output row."""
+    """y = x @ (q * scale).T + bias, with q int8 [out, in] and one scale per output row, or
+    (group > 0) one per group of `group` input columns (finer; no CPU kernel, dequantized)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = False, group: int = 0
+    ) -> None:
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features, self.group = in_features, out_features, group
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("scales", torch.ones(out_features))
+        shape = (out_features, in_features // group) if group else (out_features,)
+        self.register_buffer("scales", torch.ones(shape))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        q, scale = quantize_int8(linear.weight)
+    def from_linear(cls, linear: nn.Linear, group: int = 0) -> Int8Linear:
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, group)
+        q, scale = quantize_int8(linear.weight, group)
         module.qweight.copy_(q)
         module.scales = scale.to(linear.weight.dtype)
         if linear.bias is not None:
@@ -69,7 +73,7 @@ class Int8Linear(nn.Module):
         return dequantize_int8(self.qweight, self.scales).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_kernels(x):
+        if not self.group and use_kernels(x):
             flat = x.reshape(-1, self.in_features)
             scales = self.scales if self.scales.dtype == x.dtype else self.scales.to(x.dtype)
             y = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.qweight, scales)
@@ -79,7 +83,8 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"
+        per = f"group={self.group}" if self.group else "per row"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 {per}"
 
 
 class Int4Linear(nn.Module):
@@ -153,7 +158,11 @@ class Int4Linear(nn.Module):
         )
 
 
-FORMATS = {"int8": Int8Linear, "int4": Int4Linear}
+FORMATS = ("int8", "int8-g32", "int4")  # int8-g32: int8 with a scale per 32 columns
+
+
+def _int8_group(fmt: str) -> int:
+    return int(fmt.split("-g")[1]) if "-g" in fmt else 0
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -181,8 +190,8 @@ def quantize_linears(
     clips = clips or {}
     for name, fmt in formats.items():
         linear = model.get_submodule(name)
-        if fmt == "int8":
-            quantized = Int8Linear.from_linear(linear)
+        if fmt.startswith("int8"):
+            quantized = Int8Linear.from_linear(linear, _int8_group(fmt))
         else:
             quantized = Int4Linear.from_linear(linear, group, clips.get(name, 1.0))
         _set_module(model, name, quantized)
@@ -196,8 +205,8 @@ def empty_quantized_linears(model: nn.Module, formats: dict[str, str], group: in
     for name, fmt in formats.items():
         linear = model.get_submodule(name)
         bias = getattr(linear, "bias", None) is not None
-        if fmt == "int8":
-            module = Int8Linear(linear.in_features, linear.out_features, bias)
+        if fmt.startswith("int8"):
+            module = Int8Linear(linear.in_features, linear.out_features, bias, _int8_group(fmt))
         else:
             module = Int4Linear(linear.in_features, linear.out_features, group, bias)
         _set_module(model, name, module)

@@ -21,24 +21,37 @@ from workbench.errors import InvalidInput
 INT4_GROUPS = (32, 64, 128, 256)  # the group sizes torch's int4 kernels take
 
 
-def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output channel.
+def quantize_int8(weight: torch.Tensor, group: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel, or per group of `group` input columns.
 
     Args:
         weight: [out, in] floating point.
+        group: 0 for one scale per row; else columns per scale (must divide `in`).
 
     Returns:
-        (q int8 [out, in], scale float32 [out]) with weight ≈ q * scale[:, None].
+        (q int8 [out, in], scale float32 [out] or [out, in / group]) with
+        weight ≈ q * scale (broadcast over each row or group).
     """
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return q, scale
+    rows, columns = w.shape
+    if group:
+        check_group(columns, group, "int8 group")
+    width = group or columns
+    grouped = w.reshape(rows, columns // width, width)
+    scale = (grouped.abs().amax(dim=2) / 127.0).clamp(min=1e-12)
+    q = torch.round(grouped / scale[:, :, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(rows, columns), scale.reshape(rows) if not group else scale
 
 
 def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The float32 weight that int8 `q` with per-row `scale` stands for."""
-    return q.float() * scale.float()[:, None]
+    """The float32 weight that int8 `q` with per-row ([out]) or per-group ([out, groups])
+    `scale` stands for."""
+    if scale.dim() == 1:
+        return q.float() * scale.float()[:, None]
+    rows, columns = q.shape
+    groups = scale.shape[1]
+    w = q.float().reshape(rows, groups, columns // groups) * scale.float()[:, :, None]
+    return w.reshape(rows, columns)
 
 
 def check_group(columns: int, group: int, where: str = "group") -> None:
