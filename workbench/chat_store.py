@@ -27,7 +27,7 @@ EXPORT_FORMATS = ("json", "markdown")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass

@@ -60,6 +60,14 @@ def test_the_engine_meets_the_protocol(engine):
     assert engine.path.startswith(expected)
 
 
+def test_an_engine_leaves_autograd_on_for_the_rest_of_the_process(engine):
+    """Training in the same process (a test run, a notebook) must still get gradients."""
+    list(engine.chat(chat("Hi"), GenerationSettings(max_new_tokens=2)))
+    assert torch.is_grad_enabled()
+    weight = torch.ones(2, requires_grad=True)
+    assert (weight * 2).sum().grad_fn is not None
+
+
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_tokens_equal_generate(engine, tiny_loaded, prompt):
     stream = engine.chat(chat(prompt), GenerationSettings(max_new_tokens=24))

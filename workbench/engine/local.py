@@ -137,7 +137,6 @@ class LocalEngine:
         dtype: str = "auto",
         runner: str = "auto",
     ) -> None:
-        import torch
 
         from workbench.engine.lean import LeanModel, supports
         from workbench.engine.runners import HFRunner
@@ -173,7 +172,6 @@ class LocalEngine:
         self.weights = self.runner.weights
         self.dtype = str(getattr(self.runner, "act", loaded.dtype)).replace("torch.", "")
         self.loop = DecodeLoop(self.runner, name=f"decode-{name}")
-        torch.set_grad_enabled(False)
 
     # --- the protocol ------------------------------------------------------------------------
 
