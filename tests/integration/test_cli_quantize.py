@@ -45,7 +45,7 @@ def test_int8_of_the_embedded_model_reports_size_perplexity_and_speed(default_wo
     for key in ("size_bytes", "source_size_bytes", "ppl", "source_ppl", "tokens_per_s"):
         assert report[key] > 0, key
     assert report["source_tokens_per_s"] > 0
-    assert report["size_bytes"] < 0.45 * report["source_size_bytes"]  # fp32 source -> int8
+    assert report["size_bytes"] < 0.5 * report["source_size_bytes"]  # fp32 layers -> int8
     assert report["ppl"] < report["source_ppl"] * 1.02  # int8 barely moves perplexity
     assert any("Paris" in row["quantized"] for row in report["answers"])
     # the artifact chats like any model
