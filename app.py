@@ -135,7 +135,8 @@ page = st.navigation(
         t("quant.nav_section", lang): quantize_pages,
         t("eval.nav_section", lang): eval_pages,
         t("chat.nav_section", lang): serve_pages,
-    }
+    },
+    expanded=True,  # every step of the chain in view, not "View 3 more"
 )
 st.session_state["via_app"] = True
 try:
