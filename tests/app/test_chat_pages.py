@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit.testing.v1.app_test as app_test
 from openai import OpenAI
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from workbench.chat_store import list_chats, read_votes
@@ -32,24 +30,6 @@ from workbench.server import ServerStats, build_app, serve_app
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 90
 CHAT, ARENA, DEPLOY = "pages/chat.py", "pages/arena.py", "pages/deploy.py"
-
-
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun (see test_pages.py for why AppTest needs this)."""
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-import streamlit.testing.v1.app_test as app_test
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from workbench.data import charts
@@ -35,24 +33,6 @@ ROWS = [
     {"instruction": "Name a colour", "input": "", "output": "Blue."},
     {"instruction": "What is 2 + 2?", "input": "", "output": "4"},
 ]
-
-
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun (see test_pages.py for why AppTest needs this)."""
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import streamlit.testing.v1.app_test as app_test
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import build_tiny_model
@@ -27,24 +25,6 @@ from workbench.worker import run_job
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 90
 EVALUATE, RESULTS = "pages/evaluate.py", "pages/eval_results.py"
-
-
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun (see test_pages.py for why AppTest needs this)."""
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
 
 
 @pytest.fixture(autouse=True, scope="module")

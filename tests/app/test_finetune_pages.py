@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit.testing.v1.app_test as app_test
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from workbench.data.prepare import save_samples
@@ -35,24 +33,6 @@ QA = [
     ("What is the capital of France?", "The capital of France is Paris."),
     ("What is fine-tuning?", "Fine-tuning adapts a pretrained language model to new data."),
 ]
-
-
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun (see test_pages.py for why AppTest needs this)."""
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
 
 
 @pytest.fixture

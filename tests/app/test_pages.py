@@ -32,28 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30  # the first render imports torch (hardware detection)
 
 
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun, as the real server does once app.py has called st.navigation.
-
-    AppTest forgets between runs that the app uses st.navigation; with a pages/ folder beside
-    app.py it then falls back to the legacy pages-folder mode and runs a page without app.py.
-    """
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-
-
 def open_app(lang: str = "en", page: str | None = None, **query: str) -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params.update({"lang": lang, **query})

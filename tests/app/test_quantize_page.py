@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit.testing.v1.app_test as app_test
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from workbench.i18n import t
@@ -19,24 +17,6 @@ from workbench.recipes import QuantizeRecipe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGE = "pages/quantize.py"
-
-
-@pytest.fixture(autouse=True)
-def held_queue(monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CPU_SLOTS", "0")
-    monkeypatch.setenv("WORKBENCH_GPU_SLOTS", "0")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every rerun (see test_pages.py for why AppTest needs this)."""
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
 
 
 def open_page(lang: str = "en") -> AppTest:
