@@ -13,7 +13,6 @@ import json
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -27,8 +26,8 @@ from workbench.jobs import get_job, job_recipe, list_jobs, mark_running
 from workbench.progress import EventLog
 from workbench.server import ServerStats, build_app, serve_app
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 90
+from .apptest import button, open_app, rerun, texts
+
 CHAT, ARENA, DEPLOY = "pages/chat.py", "pages/arena.py", "pages/deploy.py"
 
 
@@ -38,31 +37,6 @@ def two_models(workspace, tiny_artifact, tiny_model_dir) -> list[str]:
         for item in tiny_model_dir.iterdir():
             shutil.copy2(item, staging / item.name)
     return ["tiny", "tiny-b"]
-
-
-def open_app(lang: str = "en", page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"lang": lang})
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    kinds = ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success")
-    return "\n".join(str(e.value) for kind in (*kinds, "code") for e in at.get(kind))
-
-
-def button(at: AppTest, key: str):
-    return next(b for b in at.button if b.key == key)
 
 
 def greedy_answer(ws, model: str, prompt: str, max_new: int = 24) -> str:

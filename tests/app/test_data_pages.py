@@ -22,8 +22,8 @@ from workbench.data.template import TRAIN_ON, render_sample
 from workbench.i18n import LANGUAGES, t
 from workbench.recipes import DEDUPE_MODES, OVERLONG_MODES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 60  # the first render imports torch (hardware detection)
+from .apptest import frame_with, open_app, rerun, texts
+
 IMPORT, EXPLORE, PREPARE = (f"pages/data_{name}.py" for name in ("import", "explore", "prepare"))
 
 ROWS = [
@@ -43,34 +43,8 @@ def data_file(tmp_path) -> str:
     return str(path)
 
 
-def open_app(lang: str = "en", page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"lang": lang, **query})
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    kinds = ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success")
-    return "\n".join(str(e.value) for kind in (*kinds, "code") for e in at.get(kind))
-
-
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.get("metric")}
-
-
-def frame_with(at: AppTest, column: str):
-    """The first table on the page that has `column`."""
-    return next(d.value for d in at.dataframe if column in d.value.columns)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from tests.conftest import build_tiny_model
 from workbench.evaluate.runner import run_eval
@@ -22,8 +20,8 @@ from workbench.jobs import get_job, job_recipe, list_jobs
 from workbench.recipes import EvalRecipe
 from workbench.worker import run_job
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 90
+from .apptest import frame_with, open_app, rerun, texts
+
 EVALUATE, RESULTS = "pages/evaluate.py", "pages/eval_results.py"
 
 
@@ -35,31 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def open_app(lang: str = "en", page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"lang": lang, **query})
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    kinds = ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success")
-    return "\n".join(str(e.value) for kind in (*kinds, "code") for e in at.get(kind))
-
-
-def table(at: AppTest, column: str):
-    return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
 @pytest.fixture
@@ -136,7 +109,7 @@ def test_results_page_in_both_languages(two_models):
     assert any(
         v in shown for v in ("scores higher than", "scores lower than", "No clear difference")
     )
-    samples = table(at, "tiny · score")
+    samples = frame_with(at, "tiny · score")
     if not samples.empty:  # every row shown is one where the two models' scores differ
         assert (samples["tiny · score"] != samples["tiny-small · score"]).all()
     assert {b.key for b in at.get("download_button")} >= {
@@ -144,7 +117,7 @@ def test_results_page_in_both_languages(two_models):
         "ev_export_md",
         "ev_export_json",
     }
-    compare = table(at, "change")
+    compare = frame_with(at, "change")
     assert set(compare["change"]) == {0.0}  # the same models and samples: the same scores
     zh = open_app("zh", RESULTS, eval="newer")
     assert t("eval.board_title", "zh") in texts(zh)

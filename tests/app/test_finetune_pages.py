@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,8 @@ from workbench.jobs import get_job, job_recipe, list_jobs, mark_finished, mark_r
 from workbench.recipes import TrainRecipe
 from workbench.worker import run_job
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 60  # the first render imports torch (hardware detection)
+from .apptest import button, open_app, rerun, texts
+
 FINETUNE, RUNS = "pages/finetune.py", "pages/runs.py"
 QA = [
     ("Who are you?", "I am Puyu, made by the lab."),
@@ -73,31 +72,6 @@ def finished_run(workspace, qa_data):
     finally:
         signal.signal(signal.SIGTERM, handler)
     return get_job(workspace, job.id)
-
-
-def open_app(lang: str = "en", page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"lang": lang, **query})
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    kinds = ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success")
-    return "\n".join(str(e.value) for kind in (*kinds, "code") for e in at.get(kind))
-
-
-def button(at: AppTest, key: str):
-    return next(b for b in at.button if b.key == key)
 
 
 def tiny_page(lang: str = "en") -> AppTest:
