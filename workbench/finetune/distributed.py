@@ -5,8 +5,10 @@ A recipe with `processes` > 1 is trained by `run_launched`: it writes the run fo
 re-run it), starts one process per GPU with `accelerate launch -m workbench.finetune.distributed`
 (on a machine without GPUs, CPU processes through `torch.distributed.run` and the gloo backend,
 which is how the tests check the whole path on one machine), and relays rank 0's progress
-events to the job. A cancel is a file in the run folder that rank 0 reads at a step boundary
-and every rank agrees on; all ranks then stop after the same step and rank 0 checkpoints.
+events to the job. A cancel is a file in the run folder that every rank reads at a step
+boundary and all agree on (an all-reduce); all ranks then stop after the same step and rank 0
+checkpoints. (The cancel path has no test yet; the job system's process-group kill is the
+fallback.)
 
 Inside each process `Ranks` carries who is who: the model is wrapped in
 DistributedDataParallel, each rank takes every `world`-th micro-batch of an optimizer step, the
@@ -93,11 +95,6 @@ class Ranks:
 
             self.barrier()
             dist.destroy_process_group()
-
-
-def launched() -> bool:
-    """Whether this process was started by a launcher for a multi-process run."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def accelerate_config(processes: int, *, gpus: int, mixed_precision: str) -> dict:
