@@ -1,6 +1,8 @@
-"""UI text in English and 中文: every string the app shows comes from assets/i18n.yaml.
+"""UI text in English and 中文: every string the app shows comes from assets/i18n.yaml and
+the per-feature files in assets/i18n/ (agent.yaml, prefs.yaml, ...).
 
-Each entry of the YAML file is `key: {en: ..., zh: ...}`; `t(key, lang, **fmt)` looks one up and
+Each entry of those YAML files is `key: {en: ..., zh: ...}`; a key defined in two files is an
+error; `t(key, lang, **fmt)` looks one up and
 fills its `{placeholders}`. A missing key is a bug and raises KeyError (no silent fallback), so
 tests catch it before a user sees a raw key.
 """
@@ -18,15 +20,29 @@ from workbench.errors import WorkbenchError
 LANGUAGES = {"en": "English", "zh": "中文"}
 DEFAULT_LANGUAGE = "en"
 STRINGS_FILE = Path(__file__).resolve().parents[1] / "assets" / "i18n.yaml"
+STRINGS_DIR = STRINGS_FILE.with_suffix("")  # assets/i18n/: one file per feature
+
+
+def strings_files() -> list[Path]:
+    """assets/i18n.yaml first, then assets/i18n/*.yaml in name order."""
+    return [STRINGS_FILE, *sorted(STRINGS_DIR.glob("*.yaml"))]
 
 
 @functools.cache
 def strings() -> dict[str, dict[str, str]]:
     """All UI strings, read once: {key: {"en": text, "zh": text}}."""
-    data = yaml.safe_load(STRINGS_FILE.read_text("utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{STRINGS_FILE} must map keys to {{en: ..., zh: ...}} entries.")
-    return data
+    merged: dict[str, dict[str, str]] = {}
+    origin: dict[str, str] = {}
+    for path in strings_files():
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must map keys to {{en: ..., zh: ...}} entries.")
+        for key, entry in data.items():
+            if key in merged:
+                raise ValueError(f"UI string {key!r} is defined in {origin[key]} and {path.name}.")
+            merged[key] = entry
+            origin[key] = path.name
+    return merged
 
 
 def t(key: str, lang: str = DEFAULT_LANGUAGE, **fmt: Any) -> str:
@@ -37,7 +53,7 @@ def t(key: str, lang: str = DEFAULT_LANGUAGE, **fmt: Any) -> str:
     """
     entry = strings().get(key)
     if entry is None:
-        raise KeyError(f"No UI string {key!r} in {STRINGS_FILE.name}.")
+        raise KeyError(f"No UI string {key!r} in assets/i18n.yaml or assets/i18n/.")
     if lang not in entry:
         raise KeyError(f"UI string {key!r} has no {lang!r} text.")
     text = str(entry[lang])

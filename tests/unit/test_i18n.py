@@ -104,3 +104,23 @@ def test_hardware_summary_in_both_languages():
         gpus=[GpuInfo(0, "NVIDIA H100", 79.2, 78.0, "9.0", True)],
     )
     assert hardware_summary(gpu, "zh") == "NVIDIA H100, 79 GB"
+
+
+def test_feature_files_merge_and_a_key_defined_twice_is_refused(tmp_path, monkeypatch):
+    import workbench.i18n as i18n
+
+    base = tmp_path / "i18n.yaml"
+    base.write_text("a.key: {en: A, zh: 甲}\n", "utf-8")
+    (tmp_path / "i18n").mkdir()
+    (tmp_path / "i18n" / "feature.yaml").write_text("b.key: {en: B, zh: 乙}\n", "utf-8")
+    monkeypatch.setattr(i18n, "STRINGS_FILE", base)
+    monkeypatch.setattr(i18n, "STRINGS_DIR", tmp_path / "i18n")
+    i18n.strings.cache_clear()
+    try:
+        assert i18n.t("b.key", "zh") == "乙" and i18n.t("a.key", "en") == "A"
+        (tmp_path / "i18n" / "other.yaml").write_text("a.key: {en: X, zh: X}\n", "utf-8")
+        i18n.strings.cache_clear()
+        with pytest.raises(ValueError, match="a.key.*i18n.yaml and other.yaml"):
+            i18n.strings()
+    finally:
+        i18n.strings.cache_clear()
