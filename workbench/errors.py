@@ -49,3 +49,7 @@ class InvalidInput(WorkbenchError):
 
 class Conflict(WorkbenchError):
     """The action would clobber or break something that exists (a name taken, an artifact in use)."""
+
+
+class Forbidden(WorkbenchError):
+    """The action is not allowed for this user or in this mode (classroom, demo limits)."""

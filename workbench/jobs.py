@@ -18,6 +18,10 @@ Jobs that need the GPU wait for a free slot instead of colliding: at most `WORKB
 (default 1) "gpu" jobs and `WORKBENCH_CPU_SLOTS` (default 2) "cpu" jobs run at once, first come
 first served. `reconcile` notices workers that died (killed, crashed, machine rebooted) and marks
 their jobs failed with the end of their log; every listing calls it.
+
+In classroom mode the queue is the class's (one jobs.db, rows owned by users, run folders in each
+owner's workspace): one FIFO for everyone, a per-user limit on active jobs (`Limits`), and a user
+sees, cancels and resumes only their own jobs — another user's job id reads as unknown.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ from typing import Any
 
 import psutil
 
-from workbench.errors import InvalidInput, NotFound
+from workbench.errors import Forbidden, InvalidInput, NotFound
+from workbench.limits import current_limits
 from workbench.progress import EventLog
 from workbench.recipes import RECIPES, dump_recipe, recipe_from_dict, recipe_to_dict
-from workbench.workspace import Workspace
+from workbench.workspace import CLASS_ROOT_VARIABLE, USER_VARIABLE, Workspace
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
@@ -205,7 +210,7 @@ def _job_from_row(ws: Workspace, row: sqlite3.Row) -> Job:
         started=row["started"],
         finished=row["finished"],
         pid=row["pid"],
-        run_dir=ws.runs_dir / row["id"],
+        run_dir=_run_dir(ws, row),
         error=row["error"],
         result=json.loads(row["result"] or "{}"),
         uses=json.loads(row["uses"] or "[]"),
@@ -216,6 +221,11 @@ def _job_from_row(ws: Workspace, row: sqlite3.Row) -> Job:
 
 def _row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+
+def _run_dir(ws: Workspace, row: sqlite3.Row) -> Path:
+    """A job's run folder: in its owner's workspace (the same one outside classroom mode)."""
+    return ws.home_of(row["owner"]) / "runs" / row["id"]
 
 
 def _update(
@@ -243,9 +253,9 @@ def _mirror_status(conn: sqlite3.Connection, ws: Workspace, job_id: str) -> None
     """Write status.json from the row; called inside the writer's transaction, so the file
     never goes back to an older state."""
     row = _row(conn, job_id)
-    run_dir = ws.runs_dir / job_id
-    if row is None or not run_dir.is_dir():
+    if row is None or not _run_dir(ws, row).is_dir():
         return
+    run_dir = _run_dir(ws, row)
     data = _job_from_row(ws, row).to_dict()
     tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
@@ -266,7 +276,7 @@ def submit(ws: Workspace, recipe: Any, *, title: str = "", owner: str = "") -> J
         ws: the workspace whose queue and runs folder to use.
         recipe: a recipe object (recipes.py) or a dict with `kind` (checked the same way).
         title: a label for job lists; made from the kind and the artifacts used when empty.
-        owner: who submitted it.
+        owner: who submitted it (in classroom mode always the workspace's user).
 
     Returns:
         The job, usually already "running" (or "queued" behind others).
@@ -274,8 +284,10 @@ def submit(ws: Workspace, recipe: Any, *, title: str = "", owner: str = "") -> J
     Raises:
         InvalidInput: the recipe is malformed, asks for a device this machine lacks, or a
             WORKBENCH_*_SLOTS variable is not a number.
+        Forbidden: a limit of demo or classroom mode (read-only, active jobs, steps) refuses it.
     """
     _slots()  # a bad WORKBENCH_*_SLOTS value is reported before anything is written
+    owner = ws.owner or owner
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe)
     elif not is_dataclass(recipe) or getattr(recipe, "kind", None) not in RECIPES:
@@ -286,6 +298,10 @@ def submit(ws: Workspace, recipe: Any, *, title: str = "", owner: str = "") -> J
         )
     else:
         recipe = recipe_from_dict(recipe_to_dict(recipe))  # re-check fields changed after init
+    _refuse_foreign_paths(ws, recipe)
+    limits = current_limits(ws)
+    limits.check_recipe(recipe)
+    _refuse_over_job_limit(ws, owner, limits.max_active_jobs)
     resource = recipe.resource()
     if resource not in RESOURCES:
         raise ValueError(f"{type(recipe).__name__}.resource() returned {resource!r}")
@@ -324,6 +340,37 @@ def submit(ws: Workspace, recipe: Any, *, title: str = "", owner: str = "") -> J
     return get_job(ws, job_id)
 
 
+def _refuse_foreign_paths(ws: Workspace, recipe: Any) -> None:
+    """In classroom mode, refuse a recipe that names a file or folder outside the user's own
+    workspace and the catalogue (another user's data, /etc/passwd...)."""
+    if ws.class_root is None:
+        return
+    for name, value in recipe_to_dict(recipe).items():
+        for item in value if isinstance(value, list) else [value]:
+            looks_like_path = isinstance(item, str) and (
+                os.sep in item or item.startswith(("~", "."))
+            )
+            if looks_like_path and Path(item).expanduser().exists():
+                ws.check_readable(item, where=f"recipe field {name!r}")
+
+
+def _refuse_over_job_limit(ws: Workspace, owner: str, limit: int | None) -> None:
+    if limit is None or not ws.db_path.exists():
+        return
+    reconcile(ws)
+    with _db(ws) as conn:
+        active = conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running') AND owner = ?",
+            (owner,),
+        ).fetchone()[0]
+    if active >= limit:
+        raise Forbidden(
+            f"You have {active} job(s) queued or running; the limit here is {limit} at a time.",
+            where="job queue",
+            fix="Wait for one to finish, or cancel one on the Jobs page, then start this again.",
+        )
+
+
 def get_job(ws: Workspace, job_id: str) -> Job:
     """The job with this id.
 
@@ -341,6 +388,8 @@ def get_job(ws: Workspace, job_id: str) -> Job:
     if ws.db_path.exists():
         with _db(ws) as conn:
             row = _row(conn, job_id)
+    if row is not None and ws.owner and row["owner"] != ws.owner:
+        row = None  # another classroom user's job: as unknown as one that never existed
     if row is None:
         raise NotFound(f"No job {job_id!r} in this workspace.", where=str(ws.root), fix=LIST_FIX)
     return _job_from_row(ws, row)
@@ -352,14 +401,19 @@ def list_jobs(
     status: str | tuple[str, ...] | None = None,
     limit: int | None = 50,
     owner: str | None = None,
+    everyone: bool = False,
 ) -> list[Job]:
     """Jobs, newest first (after `reconcile`, so dead workers show as failed).
 
     Args:
         status: only jobs with this status (or any of these statuses).
         limit: at most this many (None for all).
-        owner: only jobs submitted by this owner.
+        owner: only jobs submitted by this owner. A classroom user's workspace lists only its
+            user's jobs whatever this says, unless `everyone`.
+        everyone: every user's jobs (the instructor view; the caller checks the role).
     """
+    if ws.owner and not everyone:
+        owner = ws.owner
     wanted = (status,) if isinstance(status, str) else tuple(status or ())
     for one in wanted:
         if one not in STATUSES:
@@ -391,10 +445,11 @@ def artifacts_in_use(ws: Workspace) -> dict[str, str]:
     if not ws.db_path.exists():
         return {}
     reconcile(ws)
+    sql, params = "SELECT id, uses FROM jobs WHERE status IN ('queued', 'running')", []
+    if ws.class_root is not None:  # names are per user: only this user's jobs hold them
+        sql, params = sql + " AND owner = ?", [ws.owner]
     with _db(ws) as conn:
-        rows = conn.execute(
-            "SELECT id, uses FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq"
-        ).fetchall()
+        rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
     used: dict[str, str] = {}
     for row in rows:
         for name in json.loads(row["uses"] or "[]"):
@@ -444,14 +499,14 @@ def dispatch(ws: Workspace) -> list[str]:
             for row in conn.execute("SELECT resource FROM jobs WHERE status = 'running'")
         )
         queued = conn.execute(
-            "SELECT id, resource FROM jobs WHERE status = 'queued' ORDER BY seq"
+            "SELECT id, resource, owner FROM jobs WHERE status = 'queued' ORDER BY seq"
         ).fetchall()
         for row in queued:
             resource = row["resource"]
             if running[resource] >= slots.get(resource, 1):
                 continue
             try:
-                pid, pid_created = _start_worker(ws, row["id"])
+                pid, pid_created = _start_worker(ws, row)
             except OSError as exc:
                 _update(
                     conn,
@@ -480,10 +535,14 @@ def dispatch(ws: Workspace) -> list[str]:
     return started
 
 
-def _start_worker(ws: Workspace, job_id: str) -> tuple[int, float | None]:
-    run_dir = ws.runs_dir / job_id
+def _start_worker(ws: Workspace, row: sqlite3.Row) -> tuple[int, float | None]:
+    job_id, run_dir = row["id"], _run_dir(ws, row)
     env = dict(os.environ)
-    env["WORKBENCH_HOME"] = str(ws.root)
+    env["WORKBENCH_HOME"] = str(ws.home_of(row["owner"]))
+    for variable in (CLASS_ROOT_VARIABLE, USER_VARIABLE):
+        env.pop(variable, None)
+    if ws.class_root is not None:  # the worker opens its owner's workspace, not the starter's
+        env[CLASS_ROOT_VARIABLE], env[USER_VARIABLE] = str(ws.class_root), row["owner"]
     env["PYTHONUNBUFFERED"] = "1"  # the log shows lines as they are printed
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (env.get("PYTHONPATH", ""), str(_PACKAGE_PARENT)) if p
@@ -535,9 +594,11 @@ def _signal_worker(pid: int | None, pid_created: float | None, sig: int) -> None
         pass
 
 
-def _note(ws: Workspace, job_id: str, status: str, error: str, log_line: str) -> None:
+def _note(
+    conn: sqlite3.Connection, ws: Workspace, job_id: str, status: str, error: str, log_line: str
+) -> None:
     """Record an outcome decided outside the worker in the job's events and log."""
-    run_dir = ws.runs_dir / job_id
+    run_dir = _run_dir(ws, _row(conn, job_id))
     if not run_dir.is_dir():
         return
     EventLog(run_dir / EVENTS_FILE).event({"status": status, "error": error})
@@ -570,9 +631,9 @@ def reconcile(ws: Workspace) -> None:
                     status, error = "cancelled", ""
                     line = "the worker stopped after the cancel request"
                 else:
-                    status, error = "failed", _died_error(ws.runs_dir / job_id)
+                    status, error = "failed", _died_error(_run_dir(ws, row))
                     line = "the worker process is gone; job marked failed"
-                _note(ws, job_id, status, error, line)
+                _note(conn, ws, job_id, status, error, line)
                 _update(
                     conn,
                     ws,
@@ -596,7 +657,7 @@ def reconcile(ws: Workspace) -> None:
 def _record_killed(conn: sqlite3.Connection, ws: Workspace, job_id: str, grace_s: float) -> None:
     """Mark a job that had to be killed after its cancel grace as cancelled, saying so."""
     error = _killed_note(grace_s)
-    _note(ws, job_id, "cancelled", error, error)
+    _note(conn, ws, job_id, "cancelled", error, error)
     _update(
         conn,
         ws,
@@ -647,7 +708,7 @@ def cancel(ws: Workspace, job_id: str, *, wait: bool = True, grace_s: float = 10
                     "finished": _now(),
                 },
             )
-            _note(ws, job_id, "cancelled", "", "cancelled before it started")
+            _note(conn, ws, job_id, "cancelled", "", "cancelled before it started")
             return _job_from_row(ws, _row(conn, job_id))
         if row["status"] == "running" and not row["cancel_requested"]:
             _update(

@@ -240,6 +240,7 @@ def resolve_model(name: str, ws: Workspace, *, hub: str = "huggingface") -> Mode
 
     folder = Path(name).expanduser()
     if folder.exists():
+        ws.check_readable(folder, where="model")
         if not folder.is_dir():
             raise InvalidInput(
                 f"{name!r} is a file, not a Hugging Face model folder.",

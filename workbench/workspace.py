@@ -12,6 +12,16 @@ Layout under `WORKBENCH_HOME` (default `./workspace`):
     .locks/            advisory file locks
 
 Artifact names are unique across kinds, so a name alone finds an artifact.
+
+Classroom mode (classroom.py) gives every user a workspace of their own under one class folder,
+shares one job queue between them and lends everyone the instructor's read-only catalogue:
+
+    <class>/users/<user>/    a user's workspace (the layout above, without jobs.db)
+    <class>/catalogue/       models (and datasets) every user can read, none can change
+    <class>/jobs.db          one queue for the class: every row has its owner
+
+`Workspace.for_user(class_root, user)` opens such a workspace; a worker finds it again from the
+WORKBENCH_CLASS_ROOT and WORKBENCH_USER variables its job starts it with.
 """
 
 from __future__ import annotations
@@ -28,12 +38,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from workbench.errors import Conflict, InvalidInput, NotFound
+from workbench.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 KIND_FOLDERS = {"model": "models", "adapter": "adapters", "dataset": "datasets", "eval": "evals"}
 MODEL_VARIANTS = ("base", "finetuned", "merged", "quantized")
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # used with fullmatch
+CLASS_ROOT_VARIABLE, USER_VARIABLE = "WORKBENCH_CLASS_ROOT", "WORKBENCH_USER"
+USERS_FOLDER, CATALOGUE_FOLDER, CLASS_DB = "users", "catalogue", "jobs.db"
+BUNDLED_ASSETS = Path(__file__).resolve().parents[1] / "assets"  # data and suites we ship
 
 
 @dataclass
@@ -91,13 +104,44 @@ def _now() -> str:
 
 
 class Workspace:
-    """A folder of artifacts and job runs. Cheap to construct; holds no open handles."""
+    """A folder of artifacts and job runs. Cheap to construct; holds no open handles.
+
+    Attributes:
+        root: the folder.
+        owner: the classroom user it belongs to ("" outside classroom mode).
+        class_root: the class folder in classroom mode, else None.
+        catalogue: the class's read-only catalogue in classroom mode, else None.
+    """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.owner = ""
+        self.class_root: Path | None = None
+        self.catalogue: Workspace | None = None
+        class_root, user = os.environ.get(CLASS_ROOT_VARIABLE), os.environ.get(USER_VARIABLE)
+        if root is None and class_root and user:  # a worker of a classroom job
+            self._join_class(Path(class_root), user)
+            return
         root = root or os.environ.get("WORKBENCH_HOME") or "workspace"
         self.root = Path(root).expanduser().resolve()
 
+    @classmethod
+    def for_user(cls, class_root: str | os.PathLike, user: str) -> Workspace:
+        """The workspace of classroom user `user` under `class_root`."""
+        ws = cls.__new__(cls)
+        ws.catalogue = None
+        ws._join_class(Path(class_root), user)
+        return ws
+
+    def _join_class(self, class_root: Path, user: str) -> None:
+        validate_name(user, "user name")
+        self.class_root = class_root.expanduser().resolve()
+        self.owner = user
+        self.root = self.class_root / USERS_FOLDER / user
+        self.catalogue = Workspace(self.class_root / CATALOGUE_FOLDER)
+
     def __repr__(self) -> str:
+        if self.owner:
+            return f"Workspace.for_user({str(self.class_root)!r}, {self.owner!r})"
         return f"Workspace({str(self.root)!r})"
 
     # --- paths -------------------------------------------------------------------------------
@@ -107,7 +151,43 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.root / "jobs.db"
+        """The job queue: this workspace's own, or the class's shared one."""
+        return self.class_root / CLASS_DB if self.class_root else self.root / "jobs.db"
+
+    def home_of(self, owner: str) -> Path:
+        """The workspace folder of the jobs `owner` submits (this one outside classroom mode)."""
+        if self.class_root is None or not owner:
+            return self.root
+        return self.class_root / USERS_FOLDER / validate_name(owner, "user name")
+
+    def may_read(self, path: str | os.PathLike) -> bool:
+        """Whether this workspace's user may open a file or folder by path.
+
+        Outside classroom mode anything the process can read; in classroom mode only what lies
+        inside the user's own workspace, the class catalogue or the data Workbench ships in
+        assets/ (symlinks resolved).
+        """
+        if self.class_root is None:
+            return True
+        resolved = Path(path).expanduser().resolve()
+        allowed = [self.root, BUNDLED_ASSETS, *([self.catalogue.root] if self.catalogue else [])]
+        return any(resolved == root or resolved.is_relative_to(root) for root in allowed)
+
+    def check_readable(self, path: str | os.PathLike, where: str) -> Path:
+        """`path`, resolved, if `may_read` allows it; else Forbidden that says what to do."""
+        if not self.may_read(path):
+            raise Forbidden(
+                "In classroom mode you can open files only from your own workspace or the class "
+                "catalogue.",
+                where=where,
+                fix="Upload the file instead, or pick a dataset or model from the lists.",
+            )
+        return Path(path).expanduser().resolve()
+
+    def in_catalogue(self, name: str) -> bool:
+        """Whether `name` is lent by the class catalogue (read-only) rather than owned."""
+        own = Workspace._own_path_of(self, name)
+        return own is None and self.catalogue is not None and self.catalogue.exists(name)
 
     def kind_dir(self, kind: str) -> Path:
         if kind not in KIND_FOLDERS:
@@ -126,8 +206,14 @@ class Workspace:
 
     # --- lookup ------------------------------------------------------------------------------
     def path_of(self, name: str) -> Path | None:
-        """Folder of the artifact called `name`, or None if there is none."""
-        if not NAME_PATTERN.fullmatch(name or "") or ".." in name:
+        """Folder of the artifact called `name` (own, else the catalogue's), or None."""
+        own = self._own_path_of(name)
+        if own is None and self.catalogue is not None:
+            return self.catalogue.path_of(name)
+        return own
+
+    def _own_path_of(self, name: str) -> Path | None:
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
             return None
         for folder in KIND_FOLDERS.values():
             candidate = self.root / folder / name
@@ -166,7 +252,7 @@ class Workspace:
         A folder whose manifest is unreadable is skipped here (and reported by `get`).
         """
         kinds = [kind] if kind else list(KIND_FOLDERS)
-        found = []
+        found = self.catalogue.list(kind, variant) if self.catalogue is not None else []
         for k in kinds:
             folder = self.kind_dir(k)
             if not folder.is_dir():
@@ -287,9 +373,14 @@ class Workspace:
             )
 
     def update_metrics(self, name: str, metrics: dict) -> Manifest:
-        """Merge `metrics` into the manifest of `name` (e.g. eval scores) and return it."""
+        """Merge `metrics` into the manifest of `name` (e.g. eval scores) and return it.
+
+        A catalogue artifact is not changed: its scores stay in the user's own eval artifacts.
+        """
         path = self.path_of(name)
         manifest = self.get(name)
+        if self.in_catalogue(name):
+            return manifest
         with self.lock(name):
             manifest = self._read_manifest(path)
             manifest.metrics.update(metrics)
@@ -307,6 +398,12 @@ class Workspace:
         from workbench.jobs import artifacts_in_use  # jobs imports this module
 
         self.get(name)  # NotFound, with the known names, before anything else
+        if self.in_catalogue(name):
+            raise Forbidden(
+                f"{name!r} belongs to the class catalogue, which only the instructor changes.",
+                where=f"artifact {name!r}",
+                fix="Use it as it is, or make your own copy under another name.",
+            )
         users = artifacts_in_use(self).get(name)
         if users:
             raise Conflict(
