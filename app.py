@@ -17,10 +17,12 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.charts import status_label
+from workbench.classroom import classroom_root, user_workspace
 from workbench.errors import WorkbenchError
 from workbench.hardware import HardwareInfo, detect_hardware
 from workbench.i18n import LANGUAGES, error_text, hardware_summary, normalize_lang, t
 from workbench.jobs import ACTIVE_STATUSES, latest_progress, list_jobs
+from workbench.limits import Limits, current_limits
 from workbench.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent
@@ -78,9 +80,54 @@ def show_active_jobs(ws: Workspace, lang: str, shown: tuple[str, ...]) -> None:
             st.progress(fraction)
 
 
+def sign_in_first(class_root: Path) -> None:
+    """Classroom mode without a signed-in user: the sign-in page is all there is."""
+    st.session_state["class_root"] = class_root
+    st.session_state["via_app"] = True
+    sign_in = st.Page(ROOT / "pages" / "sign_in.py", title=t("class.sign_in", lang))
+    st.navigation([sign_in], position="hidden").run()
+    st.stop()
+
+
+def show_user(user) -> None:
+    role = t(f"class.role_{user.role}", lang)
+    st.markdown(t("class.signed_in", lang, name=user.name, role=role))
+    if st.button(t("class.sign_out", lang), key="sign_out"):
+        for key in list(st.session_state):
+            if key != "lang":
+                del st.session_state[key]
+        st.rerun()
+
+
+def show_limits(limits: Limits) -> None:
+    if limits.read_only:
+        st.info(t("demo.read_only", lang))
+    elif limits.demo:
+        unlimited = t("demo.unlimited", lang)
+        values = {
+            name: unlimited if value is None else f"{value:g}"
+            for name, value in (
+                ("jobs", limits.max_active_jobs),
+                ("steps", limits.max_train_steps),
+                ("tokens", limits.max_new_tokens),
+                ("upload", limits.max_upload_mb),
+            )
+        }
+        st.info(t("demo.banner", lang, **values))
+
+
 lang = choose_language()
-ws = Workspace()
+class_root = classroom_root()
+user = st.session_state.get("user")
+if class_root is not None and user is None:
+    sign_in_first(class_root)
+ws = user_workspace(class_root, user) if class_root is not None else Workspace()
+st.session_state["workspace"] = ws  # pages work in this session's workspace
+st.session_state["limits"] = limits = current_limits(ws)
 with st.sidebar:
+    if user is not None:
+        show_user(user)
+    show_limits(limits)
     st.caption(t("sidebar.workspace", lang))
     st.code(str(ws.root), language=None)
     st.caption(t("sidebar.hardware", lang))
@@ -127,9 +174,16 @@ serve_pages = [
         ("deploy", t("deploy.nav", lang), ":material/rocket_launch:"),
     )
 ]
+top_pages = [home, jobs]
+if user is not None and user.instructor:
+    top_pages.append(
+        st.Page(
+            ROOT / "pages" / "classroom.py", title=t("class.nav", lang), icon=":material/groups:"
+        )
+    )
 page = st.navigation(
     {
-        "": [home, jobs],
+        "": top_pages,
         t("nav.data_section", lang): data_pages,
         t("nav.finetune_section", lang): finetune_pages,
         t("quant.nav_section", lang): quantize_pages,

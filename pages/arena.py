@@ -19,7 +19,8 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+limits = st.session_state["limits"]  # demo mode caps the answer length
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 
 
 def engine_for(name: str):
@@ -29,7 +30,13 @@ def engine_for(name: str):
 def settings_widgets():
     with st.expander(t("chat.settings", lang)):
         left, right = st.columns(2)
-        max_new = left.number_input(t("chat.max_tokens", lang), 1, 4096, 256, key="arena_max")
+        max_new = left.number_input(
+            t("chat.max_tokens", lang),
+            1,
+            limits.new_tokens_cap(4096),
+            limits.new_tokens_cap(256),
+            key="arena_max",
+        )
         temperature = right.slider(
             t("chat.temperature", lang), 0.0, 1.5, 0.7, 0.05, key="arena_temp"
         )

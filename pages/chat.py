@@ -22,7 +22,8 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+limits = st.session_state["limits"]  # demo mode caps the answer length
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 OTHER = "…"  # the choice that opens a field for any OpenAI-compatible endpoint
 
 
@@ -47,7 +48,13 @@ def pick_model(key: str, label: str) -> tuple[str, str]:
 def settings_widgets():
     with st.expander(t("chat.settings", lang)):
         left, right = st.columns(2)
-        max_new = left.number_input(t("chat.max_tokens", lang), 1, 4096, 256, key="chat_max")
+        max_new = left.number_input(
+            t("chat.max_tokens", lang),
+            1,
+            limits.new_tokens_cap(4096),
+            limits.new_tokens_cap(256),
+            key="chat_max",
+        )
         temperature = right.slider(
             t("chat.temperature", lang), 0.0, 1.5, 0.7, 0.05, key="chat_temp"
         )

@@ -21,7 +21,7 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 DUPLICATES = {"any": None, "only": True, "none": False}
 AVATARS = {"system": ":material/settings:", "tool": ":material/build:", "text": ":material/notes:"}
 
@@ -159,6 +159,7 @@ fmt, encoding = current("format"), current("encoding") or "utf-8"
 st.caption(t("data.explore_caption", lang, source=source))
 try:
     with st.spinner(t("data.reading", lang)):
+        ws.check_source(source, where="source")  # classroom: own files only
         loaded = browse.load_cached(source, fmt=fmt, encoding=encoding)
 except WorkbenchError as exc:
     st.error(error_text(exc, lang))

@@ -20,7 +20,7 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 DOWNLOAD = ":material/download:"
 UPLOAD_TYPES = ["jsonl", "json", "csv", "tsv", "parquet", "txt", "md"]
 NEXT_PAGES = [
@@ -180,6 +180,7 @@ encoding = right.text_input(
 remember(format=fmt, encoding=encoding.strip() or "utf-8")
 try:
     with st.spinner(t("data.reading", lang)):
+        ws.check_source(source, where="source")  # classroom: own files only
         loaded = browse.load_cached(source, fmt=fmt, encoding=encoding.strip() or "utf-8")
 except WorkbenchError as exc:
     st.error(error_text(exc, lang))

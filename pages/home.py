@@ -20,7 +20,7 @@ KEY_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "triton", "lmd
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 
 
 def show_start_here() -> None:

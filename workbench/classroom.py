@@ -361,3 +361,9 @@ def class_results(root: str | os.PathLike, viewer: User) -> list[dict]:
                 }
             )
     return rows
+
+
+def classroom_root() -> Path | None:
+    """The class folder when WORKBENCH_HOME is one (classroom mode on), else None."""
+    home = Path(os.environ.get("WORKBENCH_HOME") or "workspace").expanduser()
+    return home.resolve() if is_classroom(home) else None

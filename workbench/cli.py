@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_chat)
 
+    from workbench.cli_class import add_class_commands
     from workbench.cli_data import add_data_commands
     from workbench.cli_eval import add_eval_commands
     from workbench.cli_quant import add_quantize_commands
@@ -449,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.cli_train import add_train_commands
 
     add_data_commands(verbs, common)
+    add_class_commands(verbs, common)
     add_train_commands(verbs, common, follow)
     add_serve_commands(verbs, common)
     add_eval_commands(verbs, common, follow)

@@ -347,11 +347,8 @@ def _refuse_foreign_paths(ws: Workspace, recipe: Any) -> None:
         return
     for name, value in recipe_to_dict(recipe).items():
         for item in value if isinstance(value, list) else [value]:
-            looks_like_path = isinstance(item, str) and (
-                os.sep in item or item.startswith(("~", "."))
-            )
-            if looks_like_path and Path(item).expanduser().exists():
-                ws.check_readable(item, where=f"recipe field {name!r}")
+            if isinstance(item, str):
+                ws.check_source(item, where=f"recipe field {name!r}")
 
 
 def _refuse_over_job_limit(ws: Workspace, owner: str, limit: int | None) -> None:

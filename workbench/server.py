@@ -34,6 +34,7 @@ from fastapi.responses import StreamingResponse
 
 from workbench.errors import WorkbenchError
 from workbench.generate import GenerationSettings
+from workbench.limits import current_limits
 
 ENDPOINT_FILE = "endpoint.json"
 SHUTDOWN_GRACE_S = 5
@@ -118,14 +119,22 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
 
 def settings_from(body: dict, *, default_max: int, allow_zero: bool = False) -> GenerationSettings:
     """GenerationSettings from an OpenAI request body; APIError(400) naming a bad parameter."""
+    cap = current_limits().max_new_tokens  # demo mode (limits.py)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
-        max_tokens = default_max
+        max_tokens = default_max if cap is None else min(default_max, cap)
     low = 0 if allow_zero else 1
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < low:
         raise APIError(
             400,
             f"'max_tokens' must be an integer >= {low}; got {max_tokens!r}.",
+            code="invalid_value",
+            param="max_tokens",
+        )
+    if cap is not None and max_tokens > cap:
+        raise APIError(
+            400,
+            f"'max_tokens' may be at most {cap} on this demo server; got {max_tokens}.",
             code="invalid_value",
             param="max_tokens",
         )

@@ -184,6 +184,14 @@ class Workspace:
             )
         return Path(path).expanduser().resolve()
 
+    def check_source(self, source: str, where: str) -> None:
+        """`check_readable` for a value that may be a path, a name or a hub id: only what is
+        written like a path ('/', '~' or '.' first) and exists is checked."""
+        text = str(source).strip()
+        looks_like_path = os.sep in text or text.startswith(("~", "."))
+        if looks_like_path and Path(text).expanduser().exists():
+            self.check_readable(text, where)
+
     def in_catalogue(self, name: str) -> bool:
         """Whether `name` is lent by the class catalogue (read-only) rather than owned."""
         own = Workspace._own_path_of(self, name)

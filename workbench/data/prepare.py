@@ -17,7 +17,6 @@ records how many rows it removed, and rejected rows keep their original text.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from collections.abc import Callable
@@ -27,13 +26,13 @@ from typing import Any
 from workbench.data.files import RowError
 from workbench.data.loading import load_data, strip_row, write_rejects
 from workbench.errors import InvalidInput, NotFound
+from workbench.limits import current_limits
 from workbench.progress import null_progress
 from workbench.recipes import ImportDataRecipe, recipe_to_dict
 from workbench.workspace import Workspace, validate_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl", "rejects": "rejects.jsonl"}
-DEFAULT_UPLOAD_MB = 200
 BUNDLED = {
     "Bilingual instructions (bundled, 220+ rows)": "assets/data/instructions_bilingual.jsonl",
 }
@@ -335,16 +334,8 @@ def bundled_sources() -> dict[str, Path]:
 
 
 def upload_limit_bytes() -> int:
-    """WORKBENCH_MAX_UPLOAD_MB (default 200) in bytes."""
-    raw = os.environ.get("WORKBENCH_MAX_UPLOAD_MB", str(DEFAULT_UPLOAD_MB))
-    try:
-        return int(float(raw) * 1024 * 1024)
-    except ValueError:
-        raise InvalidInput(
-            f"WORKBENCH_MAX_UPLOAD_MB is {raw!r}, not a number.",
-            where="environment",
-            fix="Set it to a size in megabytes, e.g. 200.",
-        ) from None
+    """WORKBENCH_MAX_UPLOAD_MB (default 200, 20 in demo mode: limits.py) in bytes."""
+    return int(current_limits().max_upload_mb * 1024 * 1024)
 
 
 def save_upload(ws: Workspace, filename: str, data: bytes) -> Path:
