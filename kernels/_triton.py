@@ -13,9 +13,11 @@ itself never imports it.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
+_ALREADY_IMPORTED = "triton" in sys.modules
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -30,6 +32,37 @@ except ImportError as error:  # pragma: no cover - depends on the machine
     ) from error
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _rebuild_language_for_interpreter() -> int:
+    """Turn triton.language's own @jit helpers (tl.sum, tl.max, tl.sigmoid, ...) into
+    interpreted functions; returns how many were rebuilt.
+
+    Needed when something (transformers does, via torch) imported Triton before
+    TRITON_INTERPRET was set: those helpers were then built for compiling, and an interpreted
+    kernel that calls one fails with "Cannot call @triton.jit'd outside of the scope of a
+    kernel". Only done without CUDA, where compiled Triton cannot run anyway.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    rebuilt: dict[int, InterpretedFunction] = {}
+
+    def interpreted(fn: JITFunction) -> InterpretedFunction:
+        if id(fn) not in rebuilt:
+            rebuilt[id(fn)] = InterpretedFunction(fn.fn, noinline=getattr(fn, "noinline", False))
+        return rebuilt[id(fn)]
+
+    holders = [m for n, m in list(sys.modules.items()) if n.startswith("triton.language") and m]
+    for holder in [*holders, tl.tensor]:
+        for name, value in list(vars(holder).items()):
+            if isinstance(value, JITFunction):
+                setattr(holder, name, interpreted(value))
+    return len(rebuilt)
+
+
+if INTERPRETED and _ALREADY_IMPORTED:
+    _rebuild_language_for_interpreter()
 # Triton's interpreter (3.9, CPU) computes tl.dot on bfloat16 inputs wrongly (values ~1e10), so
 # under the interpreter the kernels upcast the operands of tl.dot to float32 first. On a GPU
 # they feed the 16-bit operands to the tensor cores as they are.

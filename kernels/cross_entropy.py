@@ -54,9 +54,10 @@ def cross_entropy_rows_triton(
     loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
     if rows:
         block = block or min(MAX_BLOCK, triton.next_power_of_2(vocab))
-        cross_entropy_rows_kernel[(rows,)](
-            logits, logits.stride(0), labels, loss, vocab, ignore_index, scale,
-            BLOCK=block, num_warps=block_warps(block),
+        tile = max(1, min(64, 4096 // block))  # rows per program: 1 for a real vocabulary
+        cross_entropy_rows_kernel[(triton.cdiv(rows, tile),)](
+            logits, logits.stride(0), labels, loss, rows, vocab, ignore_index, scale,
+            ROWS=tile, BLOCK=block, num_warps=block_warps(block * tile),
         )  # fmt: skip
     return loss
 

@@ -23,48 +23,62 @@ MAX_HIDDEN = 65536  # one row must fit one program
 
 @triton.jit
 def _rms_norm_forward_kernel(
-    X, W, Y, RSTD, stride_x, stride_y, n_cols, eps, BLOCK: tl.constexpr
-):
-    row = tl.program_id(0).to(tl.int64)
+    X, W, Y, RSTD, stride_x, stride_y, n_rows, n_cols, eps,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    x_raw = tl.load(X + row * stride_x + cols, mask=mask, other=0.0)
+    row_mask = rows < n_rows
+    mask = row_mask[:, None] & (cols < n_cols)[None, :]
+    x_raw = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
     x = x_raw.to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps)
-    normed = (x * rstd).to(x_raw.dtype).to(tl.float32)  # Llama rounds to x's dtype first
-    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(Y + row * stride_y + cols, (normed * w).to(Y.dtype.element_ty), mask=mask)
-    tl.store(RSTD + row, rstd)
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+    normed = (x * rstd[:, None]).to(x_raw.dtype).to(tl.float32)  # Llama rounds to x's dtype
+    w = tl.load(W + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+    y = (normed * w[None, :]).to(Y.dtype.element_ty)
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
+    tl.store(RSTD + rows, rstd, mask=row_mask)
 
 
 @triton.jit
 def _rms_norm_backward_kernel(
     DY, X, W, RSTD, DX, DW_PARTIAL, stride_dy, stride_x, stride_dx, n_rows, n_cols,
-    rows_per_program, BLOCK: tl.constexpr,
+    rows_per_program, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    col_mask = cols < n_cols
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
     dw = tl.zeros((BLOCK,), dtype=tl.float32)
     start = pid.to(tl.int64) * rows_per_program  # int64 offsets: rows * stride may pass 2**31
     end = tl.minimum(start + rows_per_program, n_rows)
-    for row in range(start, end):
-        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(RSTD + row)
-        n = x * rstd
-        dn = dy * w
-        dx = rstd * (dn - n * (tl.sum(dn * n, axis=0) / n_cols))
-        tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
-        dw += dy * n
-    tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=mask)
+    for first in range(start, end, ROWS):
+        rows = first + tl.arange(0, ROWS)
+        row_mask = rows < end
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
+        dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        n = x.to(tl.float32) * rstd[:, None]
+        dy = dy.to(tl.float32)
+        dn = dy * w[None, :]
+        dx = rstd[:, None] * (dn - n * (tl.sum(dn * n, axis=1) / n_cols)[:, None])
+        tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        dw += tl.sum(dy * n, axis=0)
+    tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=col_mask)
 
 
-def _programs(device: torch.device, rows: int) -> int:
+def _rows_per_tile(block: int) -> int:
+    """Rows a program handles at once: one for wide rows, more (up to 64) for narrow ones, so a
+    tile holds about 4096 values (also what keeps Triton's CPU interpreter fast enough)."""
+    return max(1, min(64, 4096 // block))
+
+
+def _programs(device: torch.device, rows: int, tile: int) -> int:
+    tiles = triton.cdiv(rows, tile)
     if device.type == "cuda":
-        return min(rows, torch.cuda.get_device_properties(device).multi_processor_count * 4)
-    return min(rows, 4)  # the interpreter runs programs one after another
+        return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count * 4)
+    return min(tiles, 2)  # the interpreter runs programs one after another
 
 
 def rms_norm_forward(
@@ -92,9 +106,10 @@ def rms_norm_forward(
     rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
     if rows:
         block = triton.next_power_of_2(hidden)
-        _rms_norm_forward_kernel[(rows,)](
-            x2, weight, y, rstd, x2.stride(0), y.stride(0), hidden, eps,
-            BLOCK=block, num_warps=block_warps(block),
+        tile = _rows_per_tile(block)
+        _rms_norm_forward_kernel[(triton.cdiv(rows, tile),)](
+            x2, weight, y, rstd, x2.stride(0), y.stride(0), rows, hidden, eps,
+            ROWS=tile, BLOCK=block, num_warps=block_warps(block * tile),
         )  # fmt: skip
     return y.reshape(*x.shape[:-1], hidden), rstd
 
@@ -112,13 +127,15 @@ def rms_norm_backward(
         dy2 = dy2.contiguous()
     rows = x2.shape[0]
     dx = torch.empty((rows, hidden), dtype=x.dtype, device=x.device)
-    programs = max(_programs(x.device, rows), 1)
+    block = triton.next_power_of_2(hidden)
+    tile = _rows_per_tile(block)
+    programs = max(_programs(x.device, rows, tile), 1)
     partial = torch.zeros((programs, hidden), dtype=torch.float32, device=x.device)
     if rows:
-        block = triton.next_power_of_2(hidden)
         _rms_norm_backward_kernel[(programs,)](
             dy2, x2, weight, rstd, dx, partial, dy2.stride(0), x2.stride(0), dx.stride(0),
-            rows, hidden, triton.cdiv(rows, programs), BLOCK=block, num_warps=block_warps(block),
+            rows, hidden, triton.cdiv(rows, programs), ROWS=tile, BLOCK=block,
+            num_warps=block_warps(block * tile),
         )  # fmt: skip
     return dx.reshape(x.shape), partial.sum(0).to(weight.dtype)
 
