@@ -44,10 +44,9 @@ def cross_entropy_rows_triton(
     """Per-row loss × scale (float32 [rows]); overwrites `logits` with their gradient.
     `block` (a power of two) sets the columns a program reads at once; tests make it small so
     that a row takes several blocks."""
-    from kernels._triton import triton
-
     from kernels._checks import block_warps, check_runnable
     from kernels._cross_entropy_kernel import cross_entropy_rows_kernel
+    from kernels._triton import triton
 
     check_runnable("fused_linear_cross_entropy", logits)
     rows, vocab = logits.shape

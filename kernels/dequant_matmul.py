@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import DOT_IN_FP32, tl, triton  # noqa: I001 - interpreter before any @jit
 from kernels._checks import check_float, check_runnable, check_same_device
+from kernels._triton import DOT_IN_FP32, tl, triton  # interpreter chosen before any @jit
 from kernels.references import dequantize_int4_reference, dequantize_int8_reference
 
 GEMV_MAX_ROWS = 4

@@ -136,7 +136,7 @@ def _causal_lm_forward(use_triton: Callable[[torch.Tensor], bool]) -> Callable[.
             return type(self).forward(self, *args, labels=labels, **kwargs)
         if args:  # positional input_ids, attention_mask, ... as the class's forward names them
             names = [p for p in inspect.signature(type(self).forward).parameters if p != "self"]
-            kwargs.update(zip(names, args))
+            kwargs.update(zip(names, args, strict=False))
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         from kernels.cross_entropy import fused_linear_cross_entropy
@@ -149,9 +149,7 @@ def _causal_lm_forward(use_triton: Callable[[torch.Tensor], bool]) -> Callable[.
         outputs = self.model(**kwargs)
         hidden = outputs[0]
         if shift_labels is None:
-            shift_labels = nn.functional.pad(labels, (0, 1), value=references.IGNORE_INDEX)[
-                ..., 1:
-            ]
+            shift_labels = nn.functional.pad(labels, (0, 1), value=references.IGNORE_INDEX)[..., 1:]
         weight = self.get_output_embeddings().weight
         device = hidden.device.type
         if torch.is_autocast_enabled(device):  # eager runs lm_head in the autocast dtype

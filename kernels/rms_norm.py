@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import tl, triton  # noqa: I001 - sets the interpreter before any @jit
 from kernels._checks import block_warps, check_float, check_runnable, check_same_device
+from kernels._triton import tl, triton  # interpreter chosen before any @jit
 
 MAX_HIDDEN = 65536  # one row must fit one program
 
@@ -63,7 +63,9 @@ def _rms_norm_backward_kernel(
         dy = dy.to(tl.float32)
         dn = dy * w[None, :]
         dx = rstd[:, None] * (dn - n * (tl.sum(dn * n, axis=1) / n_cols)[:, None])
-        tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        tl.store(
+            DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask
+        )
         dw += tl.sum(dy * n, axis=0)
     tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=col_mask)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import tl, triton  # noqa: I001 - sets the interpreter before any @jit
 from kernels._checks import check_float, check_runnable, check_same_device
+from kernels._triton import tl, triton  # interpreter chosen before any @jit
 
 BLOCK = 1024
 
