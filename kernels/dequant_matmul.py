@@ -62,7 +62,7 @@ def _dequant_gemm_kernel(
                 s = tl.load(S + row * stride_sn + (rk // GROUP)[:, None], mask=w_mask, other=0.0)
                 w = w * s.to(tl.float32)
         if DOT_FP32:
-            acc += tl.dot(x.to(tl.float32), w)
+            acc += tl.dot(x.to(tl.float32), w, input_precision="ieee")
         else:
             acc += tl.dot(x, w.to(x.dtype))
     if PER_ROW:
@@ -151,10 +151,11 @@ def _launch(
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         block_n, block_k = 64, 32
         grid = (triton.cdiv(m, block_m), triton.cdiv(out_features, block_n))
+        dot_fp32 = DOT_IN_FP32 or x.dtype == torch.float32  # float32 x: no TF32 rounding
         _dequant_gemm_kernel[grid](
             x2, qweight, scales, z, y, m, out_features, k, x2.stride(0), qweight.stride(0),
             scales.stride(0), y.stride(0), GROUP=group, INT4=int4, PER_ROW=per_row,
-            DOT_FP32=DOT_IN_FP32, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+            DOT_FP32=dot_fp32, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
         )  # fmt: skip
     return y.reshape(*x.shape[:-1], out_features)
 

@@ -139,7 +139,7 @@ def _causal_lm_forward(use_triton: Callable[[torch.Tensor], bool]) -> Callable[.
             kwargs.update(zip(names, args, strict=False))
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        from kernels.cross_entropy import fused_linear_cross_entropy
+        from kernels.cross_entropy import cross_entropy_rows_triton, fused_linear_cross_entropy
 
         num_items = kwargs.pop("num_items_in_batch", None)
         shift_labels = kwargs.pop("shift_labels", None)
@@ -157,11 +157,10 @@ def _causal_lm_forward(use_triton: Callable[[torch.Tensor], bool]) -> Callable[.
             hidden, weight = hidden.to(dtype), weight.to(dtype)
         elif hidden.dtype != weight.dtype:
             hidden = hidden.to(weight.dtype)
-        rows_fn = None if use_triton(hidden) else references.cross_entropy_rows_reference
-        if use_triton(hidden) and not hidden.is_cuda:
-            from kernels.cross_entropy import cross_entropy_rows_triton
-
-            rows_fn = cross_entropy_rows_triton  # forced onto the interpreter
+        triton_rows = use_triton(hidden)  # on CPU only when forced (the interpreter)
+        rows_fn = (
+            cross_entropy_rows_triton if triton_rows else references.cross_entropy_rows_reference
+        )
         loss = fused_linear_cross_entropy(
             hidden,
             weight,

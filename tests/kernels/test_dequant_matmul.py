@@ -13,9 +13,9 @@ from kernels.dequant_matmul import GEMV_MAX_ROWS, int4_linear, int8_linear  # no
 from kernels.references import int4_linear_reference, int8_linear_reference  # noqa: E402
 from workbench.quantize.modules import Int4Linear, Int8Linear  # noqa: E402
 
-# (rows, in, out): rows <= GEMV_MAX_ROWS take the GEMV kernel, more the GEMM; `in` 40 and 100
-# are padded to the int4 group, so the kernel must skip the padded columns.
-SHAPES = [(1, 40, 7), (3, 100, 33), (7, 64, 65), (20, 256, 9)]
+# (rows, in, out): rows <= GEMV_MAX_ROWS take the GEMV kernel, more the GEMM; `in` 33, 100 and
+# 255 are padded to the int4 group, so the kernels must skip the padded columns.
+SHAPES = [(1, 33, 7), (3, 100, 33), (7, 64, 65), (20, 255, 9)]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
 
