@@ -83,6 +83,21 @@ def transcript_call(call: ToolCall) -> dict:
 # --- ReAct -------------------------------------------------------------------------------------
 
 
+EXAMPLES = {  # tool -> (question, arguments, observation, final answer)
+    "calculator": ("What is 15 * 4 + 3?", {"expression": "15 * 4 + 3"}, "63", "63"),
+    "python": (
+        "Use Python to add up the squares of 1, 2 and 3.",
+        {"code": "print(sum(x * x for x in [1, 2, 3]))"},
+        "14",
+        "14",
+    ),
+    "search_docs": (
+        "When does the city museum open on Mondays?",
+        {"query": "city museum open Mondays"},
+        "[museum.md] The city museum opens at 9:00 on Mondays.",
+        "9:00",
+    ),
+}
 ANSWER_ENDS = ("\nThought:", "\nAction:", "\nObservation:", "\nQuestion:")
 
 
@@ -91,22 +106,36 @@ class ReAct:
     stop = ["\nObservation:"]
 
     def system_prompt(self, tools: list[Tool], system: str) -> str:
-        lines = [system or SYSTEM, "", "You can use these tools:"]
+        lines = [system or SYSTEM, "", "Tools:"]
         for tool in tools:
             args = {k: v.get("type", "string") for k, v in tool.parameters["properties"].items()}
             lines.append(f"- {tool.name}: {tool.description} Arguments: {json.dumps(args)}")
         names = ", ".join(t.name for t in tools)
         lines += [
             "",
-            "Use exactly this format:",
+            "Answer in this format:",
             "Thought: what to do next",
             f"Action: the tool to use, one of [{names}]",
-            'Action Input: the arguments as a JSON object, e.g. {"expression": "2 + 2"}',
-            "Observation: the tool's result (it is given to you)",
+            "Action Input: the tool's arguments as a JSON object, taken from the question",
+            "Observation: the tool's result (written for you)",
             "... (Thought / Action / Action Input / Observation may repeat)",
-            "Thought: I know the answer",
-            "Final Answer: the answer to the question",
+            "Thought: I know the answer.",
+            "Final Answer: the answer",
         ]
+        for tool in tools:  # a worked example per tool: small models copy the pattern
+            if tool.name in EXAMPLES:
+                question, arguments, observation, answer = EXAMPLES[tool.name]
+                lines += [
+                    "",
+                    "Example:",
+                    f"Question: {question}",
+                    f"Thought: I will use {tool.name}.",
+                    f"Action: {tool.name}",
+                    f"Action Input: {json.dumps(arguments)}",
+                    f"Observation: {observation}",
+                    "Thought: I know the answer.",
+                    f"Final Answer: {answer}",
+                ]
         return "\n".join(lines)
 
     def messages(self, tools: list[Tool], transcript: list[dict], system: str) -> list[dict]:

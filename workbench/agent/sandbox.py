@@ -175,7 +175,7 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
             _kill_all(process, marker)
         seconds = time.perf_counter() - started
         stdout = _read_capped(private / "out", limits.max_output)
-        stderr = _read_capped(private / "err", limits.max_output)
+        stderr = _read_capped(private / "err", limits.max_output, tail=True)
         stderr = _strip_unshare_noise(stderr)
         result = SandboxResult(
             stdout=stdout,
@@ -267,13 +267,20 @@ def _kill_all(process: subprocess.Popen, marker: str) -> None:
             continue
 
 
-def _read_capped(path: Path, most: int) -> str:
+def _read_capped(path: Path, most: int, *, tail: bool = False) -> str:
+    """At most `most` characters of a file: its start (stdout) or its end (stderr, where the
+    error is)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
+        if tail:
+            handle.seek(max(0, size - most * 4))
         text = handle.read(most * 4).decode("utf-8", errors="replace")
     if len(text) <= most and size <= most * 4:
         return text
-    return text[:most] + f"\n[output truncated: {size} bytes in all, first {most} chars shown]"
+    note = (
+        f"[output truncated: {size} bytes in all, {'last' if tail else 'first'} {most} chars shown]"
+    )
+    return f"{note}\n{text[-most:]}" if tail else f"{text[:most]}\n{note}"
 
 
 def _strip_unshare_noise(text: str) -> str:

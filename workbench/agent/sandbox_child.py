@@ -156,6 +156,21 @@ def save_figures(box, most):
         pyplot.figure(number).savefig(os.path.join(box, f"figure-{i}.png"), dpi=80)
 
 
+def run(code, namespace):
+    """Run the code; like a notebook cell, the value of a last bare expression is printed."""
+    import ast
+
+    tree = ast.parse(code, "<code>")
+    last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    if last is not None:
+        tree.body.pop()
+    exec(compile(tree, "<code>", "exec"), namespace)
+    if last is not None:
+        value = eval(compile(ast.Expression(last.value), "<code>", "eval"), namespace)
+        if value is not None:
+            print(repr(value))
+
+
 def main():
     box, settings = sys.argv[1], json.loads(sys.argv[2])
     with open(os.path.join(box, "main.py"), encoding="utf-8") as handle:
@@ -170,13 +185,15 @@ def main():
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     status = 0
     try:
-        exec(compile(code, "<code>", "exec"), namespace)
+        run(code, namespace)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 0
     except BaseException:  # noqa: BLE001 - the user's error is the observation
         kind, value, tb = sys.exc_info()
         frames = [f for f in traceback.extract_tb(tb) if f.filename != __file__][-8:]
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+        if isinstance(value, SyntaxError):  # the frames would be the parser's, not the code's
+            lines = []
         lines += traceback.format_exception_only(kind, value)
         sys.stderr.write("".join(lines))
         status = 1
