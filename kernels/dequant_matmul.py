@@ -20,7 +20,12 @@ from __future__ import annotations
 import torch
 
 from kernels._checks import check_float, check_runnable, check_same_device
-from kernels._triton import DOT_IN_FP32, tl, triton  # interpreter chosen before any @jit
+from kernels._triton import (
+    DOT_IN_FP32,
+    INTERPRETED,
+    tl,
+    triton,
+)  # interpreter chosen before any @jit
 from kernels.references import dequantize_int4_reference, dequantize_int8_reference
 
 GEMV_MAX_ROWS = 4
@@ -120,6 +125,25 @@ def _dequant_gemv_kernel(
     tl.store(Y + m * stride_ym + rn, acc.to(Y.dtype.element_ty), mask=n_mask)
 
 
+# Decode GEMV: how many weight rows a program takes and how far along K it reads per step decide
+# whether enough loads are in flight to saturate HBM, and the best choice depends on the GPU and
+# the layer shape; so on a GPU the kernel is autotuned per (N, K, format). Under the interpreter
+# one fixed configuration runs (tuning would only time the interpreter).
+GEMV_FIXED = {"BLOCK_N": 64, "BLOCK_K": 128}
+GEMV_CONFIGS = [
+    triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=warps)
+    for block_n, block_k, warps in (
+        (8, 256, 2), (8, 512, 4), (16, 256, 4), (16, 512, 4),
+        (16, 1024, 8), (32, 128, 4), (32, 256, 4), (64, 128, 4),
+    )
+]  # fmt: skip
+_gemv = (
+    _dequant_gemv_kernel
+    if INTERPRETED
+    else triton.autotune(GEMV_CONFIGS, key=["N", "K", "INT4", "PER_ROW"])(_dequant_gemv_kernel)
+)
+
+
 def _launch(
     x: torch.Tensor,
     qweight: torch.Tensor,
@@ -140,12 +164,14 @@ def _launch(
     if m == 0 or out_features == 0:
         return y.reshape(*x.shape[:-1], out_features)
     if m <= GEMV_MAX_ROWS:
-        block_n, block_k = 64, 128
-        grid = (triton.cdiv(out_features, block_n), m)
-        _dequant_gemv_kernel[grid](
+        fixed = GEMV_FIXED if INTERPRETED else {}  # autotuned on a GPU
+
+        def grid(meta: dict) -> tuple[int, int]:
+            return (triton.cdiv(out_features, meta["BLOCK_N"]), m)
+
+        _gemv[grid](
             x2, qweight, scales, z, y, out_features, k, x2.stride(0), qweight.stride(0),
-            scales.stride(0), y.stride(0), GROUP=group, INT4=int4, PER_ROW=per_row,
-            BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+            scales.stride(0), y.stride(0), GROUP=group, INT4=int4, PER_ROW=per_row, **fixed,
         )  # fmt: skip
     else:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
