@@ -90,6 +90,15 @@ def choose(page, label: str, option: str) -> None:
     settle(page)
 
 
+def add_choice(page, label: str, option: str) -> None:
+    """Add `option` to the multiselect labelled `label` (typed: long lists are virtualised)."""
+    main_area(page).get_by_label(label, exact=True).click()
+    page.keyboard.type(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
+    settle(page)
+
+
 def fill(page, label: str, value: str) -> None:
     """Type into the text or number box labelled `label` and commit it."""
     box = main_area(page).get_by_label(label, exact=True)
