@@ -122,7 +122,20 @@ def load_quantized(folder: Path, device: str = "cpu", dtype: str = "bfloat16") -
             fix="Quantize the source model again; do not mix files of different runs.",
         )
     model = model.to(device=device, dtype=getattr(torch, dtype))
+    if device == "cuda":
+        use_gpu_kernels(model)
     generation = folder / "generation_config.json"
     if generation.is_file():
         model.generation_config = GenerationConfig.from_pretrained(folder)
     return model.eval(), tokenizer
+
+
+def use_gpu_kernels(model) -> None:
+    """On a GPU, run the int8 / int4 layers, RMSNorm and SwiGLU on the Triton kernels of the
+    top-level `kernels` package (dequantizing GEMV/GEMM: no full-precision copy of a weight).
+    Elsewhere, or where the package or triton cannot be imported, the model stays as it is."""
+    try:
+        from kernels import patch_llama
+    except ImportError:  # the repository root is not on sys.path, or HF's own `kernels`
+        return
+    patch_llama(model, training=False)
