@@ -206,3 +206,16 @@ def test_the_class_queue_runs_jobs_in_order_each_in_its_owners_workspace(class_r
     assert (done.run_dir / "status.json").is_file() and not (
         alice.root / "runs" / second.id
     ).exists()
+
+
+def test_the_class_shares_one_engine_per_catalogue_model(class_root, tiny_model_dir):
+    from workbench.engine import shared_engine
+
+    alice, bob = user_ws(class_root, "alice"), user_ws(class_root, "bob")
+    assert shared_engine("tiny", alice) is shared_engine("tiny", bob)  # one copy in memory
+    with alice.create("model", "mine", variant="base", source="test") as staging:
+        for item in tiny_model_dir.iterdir():
+            shutil.copy2(item, staging / item.name)
+    assert shared_engine("mine", alice) is not shared_engine("tiny", alice)
+    with pytest.raises(NotFound):  # bob cannot open alice's model by its name
+        shared_engine("mine", bob)

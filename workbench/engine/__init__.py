@@ -129,7 +129,8 @@ def shared_engine(name: str, ws: Workspace | None = None, *, api_key: str = "") 
     the least recently used is closed when more than SHARED_MAX are open. Local engines get 4
     slots, so a classroom's questions are batched together."""
     ws = ws or Workspace()
-    key = (name, api_key, str(ws.root))
+    owner = ws.catalogue if ws.catalogue is not None and ws.in_catalogue(name) else ws
+    key = (name, api_key, str(owner.root))  # a class shares one engine per catalogue model
     with _SHARED_LOCK:
         engine = _SHARED.pop(key, None)
         if engine is None:
