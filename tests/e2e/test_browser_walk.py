@@ -91,7 +91,7 @@ def test_a_student_walks_the_whole_chain(app):
     fill(page, "Assistant's name", ASSISTANT)
     fill(page, "Made by", AUTHOR)
     click(page, "Generate and save")
-    wait_for_text(page, "Saved dataset `self-cognition`", timeout_s=60)
+    wait_for_text(page, "Saved dataset", timeout_s=60)
     wait_for_text(page, "OpenAI messages")
     shot(page, "data-import")
     assert ws.get("self-cognition").kind == "dataset"
