@@ -1,6 +1,7 @@
 """How often the embedded model solves the bundled agent tasks, without tools and with them.
 
-    python bench/agent_tasks.py [--model default] [--protocol react] [--max-steps 4] [--json]
+    python bench/agent_tasks.py [--model default] [--protocol react] [--max-steps 4]
+                                [--modes plain,agent] [--json]
 
 One run answers every task of assets/agent/tasks.jsonl twice: as a plain chat answer, and as an
 agent with the task's tools (constrained decoding on the local engine). It prints the solve rate
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="react")
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--modes", default="plain,agent", help="plain, agent or both")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     engine = open_engine(args.model, slots=1)
@@ -30,6 +32,7 @@ def main() -> None:
     report = evaluate_agent(
         engine,
         load_tasks(),
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
         protocol=args.protocol,
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,

@@ -4,23 +4,35 @@ the call."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from workbench.agent import sandbox
 from workbench.agent.sandbox import MARKER, SandboxLimits, run_python
 from workbench.errors import InvalidInput
 
 FAST = SandboxLimits(wall_s=6, cpu_s=2, memory_mb=512, file_mb=1, max_output=500)
 
 
-def sandbox_processes() -> list[int]:
-    """Processes that still carry a sandbox marker in their environment."""
+@pytest.fixture
+def marker(monkeypatch) -> str:
+    """This test's sandbox marker (other sandboxes may run on the machine at the same time)."""
+    value = uuid.uuid4().hex
+    monkeypatch.setattr(sandbox.uuid, "uuid4", lambda: SimpleNamespace(hex=value))
+    return value
+
+
+def sandbox_processes(marker: str) -> list[int]:
+    """Processes that still carry this test's sandbox marker in their environment."""
+    needle = f"{MARKER}={marker}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if MARKER.encode() in (entry / "environ").read_bytes():
+                if needle in (entry / "environ").read_bytes():
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -107,10 +119,10 @@ def test_escapes_through_modules_are_refused(code, refused):
     assert "root:x:0:0" not in result.stdout
 
 
-def test_a_fork_bomb_is_refused_and_leaves_nothing_behind():
+def test_a_fork_bomb_is_refused_and_leaves_nothing_behind(marker):
     result = run_python("import os\nwhile True:\n    os.fork()", FAST)
     assert "refused: creating processes" in result.error
-    assert sandbox_processes() == []
+    assert sandbox_processes(marker) == []
 
 
 def test_memory_beyond_the_limit_fails_with_a_clear_reason():
@@ -119,18 +131,18 @@ def test_memory_beyond_the_limit_fails_with_a_clear_reason():
     assert "more than 512 MB of memory" in result.error
 
 
-def test_an_infinite_loop_is_stopped_and_the_process_is_gone():
+def test_an_infinite_loop_is_stopped_and_the_process_is_gone(marker):
     result = run_python("while True:\n    pass", FAST)
     assert not result.ok
     assert "CPU time" in result.error or "wall-clock" in result.error
     assert result.seconds < FAST.wall_s + 3
-    assert sandbox_processes() == []
+    assert sandbox_processes(marker) == []
 
 
-def test_a_sleeping_program_hits_the_wall_clock_limit():
+def test_a_sleeping_program_hits_the_wall_clock_limit(marker):
     result = run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=1.5, cpu_s=5))
     assert result.timed_out and "wall-clock" in result.error
-    assert sandbox_processes() == []
+    assert sandbox_processes(marker) == []
 
 
 def test_huge_output_is_truncated_and_stopped():
@@ -169,3 +181,19 @@ def test_the_program_cannot_lift_its_own_limits():
     result = run_python(code, FAST)
     assert "lifted" not in result.stdout
     assert "ValueError" in result.stderr or "PermissionError" in result.stderr
+
+
+def test_an_interrupted_caller_leaves_no_process_behind(monkeypatch, marker):
+    import subprocess
+
+    def interrupted(self, timeout=None):
+        if timeout is not None:  # the caller's wait: as if Stop or Ctrl-C arrived
+            raise KeyboardInterrupt
+        return original(self)
+
+    original = subprocess.Popen.wait
+    monkeypatch.setattr(subprocess.Popen, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_python("import time\ntime.sleep(60)", FAST)
+    monkeypatch.undo()
+    assert sandbox_processes(marker) == []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 TOP_CANDIDATES = 64  # best-scoring tokens tried each step before falling back to single chars
@@ -357,11 +357,11 @@ def token_texts(tokenizer: Any) -> tuple[list[str | None], list[int]]:
 @dataclass
 class Constraint:
     """`GenerationSettings(constraint=Constraint(grammar))`: the local engine keeps the answer
-    inside `grammar`. `on_text` (tests) sees the text as it grows."""
+    inside `grammar`; `top` best-scoring tokens are tried at each step before single
+    characters."""
 
     grammar: Grammar
     top: int = TOP_CANDIDATES
-    on_text: Callable[[str], None] | None = field(default=None, repr=False)
 
     def processor(self, tokenizer: Any, end_ids: list[int]) -> Callable:
         table, singles = token_texts(tokenizer)

@@ -267,6 +267,8 @@ class FunctionCalling:
         return Reply(text, thought=text.strip(), calls=calls)
 
     def grammar(self, tools: list[Tool]) -> tuple:
+        if not tools:
+            return (Free(may_end=True),)
         options = tuple(
             (
                 f'{{"name": "{t.name}", "arguments": ',
@@ -372,6 +374,8 @@ class InternLM2:
             if any(t.name == "python" for t in tools)
             else ()
         )
+        if not plugins + interpreter:
+            return (Free(may_end=True),)
         return (Free(markers=((ACTION_START, (Branch(plugins + interpreter),)),), may_end=True),)
 
 

@@ -172,7 +172,8 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
                 process.wait(timeout=limits.wall_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-            _kill_all(process, marker)
+            finally:  # also when the caller is interrupted (a Stop click, Ctrl-C)
+                _kill_all(process, marker)
         seconds = time.perf_counter() - started
         stdout = _read_capped(private / "out", limits.max_output)
         stderr = _read_capped(private / "err", limits.max_output, tail=True)
