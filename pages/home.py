@@ -26,21 +26,10 @@ ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the 
 def show_start_here() -> None:
     st.subheader(t("home.start_title", lang))
     st.markdown(t("home.start_intro", lang))
-    steps = [  # (text, available now)
-        (t("home.step_data", lang), True),
-        (t("home.step_finetune", lang), True),
-        (t("home.step_quantize", lang), True),
-        (t("home.step_evaluate", lang), True),
-        (t("home.step_chat", lang), True),
-        (t("home.step_agent", lang), False),
-    ]
-    later = t("home.coming_later", lang)
-    lines = [
-        f"{i}. {text}" + ("" if ready else f" — _{later}_")
-        for i, (text, ready) in enumerate(steps, 1)
-    ]
-    st.markdown("\n".join(lines))
-    st.info(t("home.available_now", lang), icon=":material/check_circle:")
+    steps = ("data", "finetune", "quantize", "evaluate", "chat", "agent")
+    st.markdown(
+        "\n".join(f"{i}. {t(f'home.step_{step}', lang)}" for i, step in enumerate(steps, 1))
+    )
     st.page_link(
         "pages/data_import.py",
         label=t("home.open_data", lang),

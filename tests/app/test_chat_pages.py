@@ -188,9 +188,3 @@ def test_a_running_server_shows_its_endpoint_numbers_and_snippets(workspace, tin
     finally:
         stop.set()
         thread.join(timeout=30)
-
-
-def test_home_marks_the_chat_step_available(workspace):
-    at = open_app("en")
-    start = next(m.value for m in at.markdown if t("home.step_chat", "en") in m.value)
-    assert f"{t('home.step_chat', 'en')} — _{t('home.coming_later', 'en')}_" not in start

@@ -275,13 +275,6 @@ def test_the_chosen_source_follows_to_the_other_pages(workspace, data_file):
     assert at.query_params["source"] == data_file
 
 
-def test_home_marks_the_data_step_available(workspace):
-    at = open_app("en")
-    start = next(m.value for m in at.markdown if t("home.step_data", "en") in m.value)
-    assert f"{t('home.step_data', 'en')} — _" not in start
-    assert f"{t('home.step_agent', 'en')} — _{t('home.coming_later', 'en')}_" in start
-
-
 def test_every_choice_has_a_label_in_both_languages():
     names = [f"data.validity_{v}" for v in VALIDITY]
     names += [f"data.train_on_{k}" for k in TRAIN_ON]

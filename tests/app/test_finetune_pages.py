@@ -270,10 +270,3 @@ def test_a_run_is_stopped_resumed_and_a_failure_explained(workspace, qa_data):
 def test_the_runs_page_without_runs_points_to_fine_tune(workspace):
     at = open_app("zh", RUNS)
     assert t("runs.none", "zh") in texts(at)
-
-
-def test_home_marks_the_fine_tune_step_available(workspace):
-    at = open_app("en")
-    start = next(m.value for m in at.markdown if t("home.step_finetune", "en") in m.value)
-    assert f"{t('home.step_finetune', 'en')} — _" not in start
-    assert f"{t('home.step_agent', 'en')} — _{t('home.coming_later', 'en')}_" in start

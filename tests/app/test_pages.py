@@ -192,3 +192,13 @@ def test_a_page_run_without_app_py_goes_through_it(workspace, monkeypatch):
     assert not at.exception
     assert at.sidebar.radio(key="lang").value == "zh"
     assert at.title[0].value == t("home.title", "zh")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_home_lists_every_step_of_the_chain_in_order(workspace, lang):
+    at = open_app(lang)
+    steps = ("data", "finetune", "quantize", "evaluate", "chat", "agent")
+    start = next(m.value for m in at.markdown if t("home.step_data", lang) in m.value)
+    assert start.splitlines() == [
+        f"{i}. {t(f'home.step_{s}', lang)}" for i, s in enumerate(steps, 1)
+    ]
