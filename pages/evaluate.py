@@ -10,6 +10,7 @@ import streamlit as st
 
 from workbench.charts import status_label
 from workbench.errors import WorkbenchError
+from workbench.evaluate.preference import preference_task_names
 from workbench.evaluate.view import (
     eval_command,
     model_choices,
@@ -40,7 +41,10 @@ def chosen_recipe() -> EvalRecipe | None:
     )
     models += [m.strip() for m in remote.split(",") if m.strip()]
     st.subheader(t("eval.tasks_title", lang))
-    tasks = st.multiselect(t("eval.tasks", lang), task_choices(), default=["quick"], key="ev_tasks")
+    choices = task_choices() + preference_task_names(ws)  # prefs:NAME, held-out pairs
+    tasks = st.multiselect(t("eval.tasks", lang), choices, default=["quick"], key="ev_tasks")
+    if any(task.startswith("prefs:") for task in tasks):
+        st.caption(t("prefs.eval_hint", lang))
     upload = st.file_uploader(t("eval.upload", lang), type=["jsonl", "json", "csv", "yaml", "yml"])
     st.caption(t("eval.upload_help", lang))
     if upload is not None:

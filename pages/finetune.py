@@ -11,7 +11,8 @@ import streamlit as st
 from workbench.data.prepare import list_datasets
 from workbench.errors import WorkbenchError
 from workbench.finetune.fit import check_fit
-from workbench.finetune.presets import PRESETS, apply_preset
+from workbench.finetune.prefs_view import train_title
+from workbench.finetune.presets import PRESETS, apply_preset, preset_values
 from workbench.finetune.view import (
     LABELS,
     TRAIN_CHOICES,
@@ -42,7 +43,7 @@ GROUPS = {  # expander -> the fields it holds
     "schedule": ("epochs", "max_steps", "batch_size", "grad_accum", "learning_rate", "scheduler")
     + ("warmup_ratio", "cutoff"),
     "lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "dora", "rslora"),
-    "data": ("objective", "train_on", "packing"),
+    "data": ("objective", "beta", "train_on", "packing"),
     "hardware": ("device", "dtype", "gradient_checkpointing"),
     "watch": ("probe_prompts", "probe_every", "eval_every", "save_every"),
 }
@@ -63,8 +64,9 @@ def restore(name: str, options: list | None = None) -> None:
 def preset_chosen() -> None:
     """Callback of the preset box: its values go into the widgets it names, defaults elsewhere."""
     preset = st.session_state["ft_preset"]
+    values = preset_values(preset, st.session_state.get("ft_objective", "")) if preset else {}
     for name in PRESET_FIELDS if preset in PRESETS else ():
-        st.session_state[f"ft_{name}"] = PRESETS[preset].get(name, DEFAULTS[name])
+        st.session_state[f"ft_{name}"] = values.get(name, DEFAULTS[name])
 
 
 def widget(name: str, where=st):
@@ -187,7 +189,7 @@ else:
             t("ft.start", lang), type="primary", icon=":material/play_arrow:", key="ft_start"
         ):
             try:
-                job = submit(ws, recipe, title=f"train {recipe.method}: {recipe.out}")
+                job = submit(ws, recipe, title=train_title(recipe))
             except WorkbenchError as exc:
                 st.error(error_text(exc, lang))
             else:

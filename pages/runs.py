@@ -13,6 +13,7 @@ import streamlit as st
 
 from workbench.charts import status_label
 from workbench.errors import WorkbenchError
+from workbench.finetune.prefs_view import REWARD_CHARTS, heldout_change, preference_frame
 from workbench.finetune.trainer import read_probes
 from workbench.finetune.view import (
     LIVE_METRICS,
@@ -40,6 +41,7 @@ ws = Workspace()
 WORDS = {k: t(f"runs.m_{k}", lang) for k in ("step", "loss", "eval_loss", *LIVE_METRICS)}
 WORDS.update(prompt=t("runs.prompt", lang), base=t("runs.base", lang), field=t("runs.field", lang))
 WORDS["step_n"] = t("runs.step_n", lang, step="{step}")
+WORDS.update({k: t(f"prefs.m_{k}", lang) for c in REWARD_CHARTS.values() for k in c})
 
 
 def events_of(job) -> list[dict]:
@@ -93,6 +95,22 @@ def show_charts(frame) -> None:
         columns[i % 2].plotly_chart(fig, key=f"run_{metric}")
 
 
+def show_preference(events: list[dict]) -> None:
+    """DPO/ORPO runs: chosen and rejected rewards, their margin, and preference accuracy."""
+    frame = preference_frame(events)
+    if not frame["reward_margin"].notna().any() and not frame["pref_acc"].notna().any():
+        return
+    change = heldout_change(frame)
+    if change and change["after"] is not None:
+        st.metric(t("prefs.heldout", lang), f"{change['after']:.1f}%", f"{change['points']:+.1f}")
+    elif change:
+        st.caption(t("prefs.heldout_before", lang, before=change["before"]))
+    columns = st.columns(len(REWARD_CHARTS))
+    for column, (chart, metrics) in zip(columns, REWARD_CHARTS.items(), strict=True):
+        fig = curves_figure({"run": frame}, metrics, WORDS).update_layout(height=260)
+        column.plotly_chart(fig, key=f"run_pref_{chart}")
+
+
 def show_live(job_id: str, was_active: bool) -> None:
     """Status, progress, curves and probe answers of one run; reruns the app once it ends."""
     try:
@@ -102,6 +120,7 @@ def show_live(job_id: str, was_active: bool) -> None:
         events = events_of(job)
         show_status(job, run_summary(job, events))
         show_charts(train_events_frame(events))
+        show_preference(events)
         st.subheader(t("runs.probes_title", lang))
         probes = probe_table(read_probes(job.run_dir), WORDS)
         if probes.empty:

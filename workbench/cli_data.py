@@ -5,6 +5,9 @@
     workbench data import train.jsonl --name my-data --dedupe near --eval-fraction 0.1
     workbench data self-cognition --name Puyu --author "InternLM class" --out self-cog
     workbench data list | export NAME --to alpaca --out FILE
+    workbench data prefs-import pairs.jsonl --name my-prefs        # chosen/rejected pairs
+    workbench data prefs-import --bundled --name prefs             # the bundled 220 pairs
+    workbench data prefs-from-arena --out arena-prefs              # the chat arena's votes
 
 Row numbers in messages are 1-based and count what the user sees in the file (lines for JSONL
 and CSV, positions for JSON arrays and Parquet).
@@ -186,6 +189,67 @@ def cmd_data_self_cognition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prefs_import(args: argparse.Namespace) -> int:
+    from workbench.data.prefs import BUNDLED_PREFS, ROOT, import_prefs, load_prefs
+    from workbench.errors import InvalidInput
+
+    if bool(args.path) == bool(args.bundled):
+        raise InvalidInput(
+            "Give a file of preference pairs, or --bundled (not both).",
+            where="workbench data prefs-import",
+            fix="e.g. `workbench data prefs-import pairs.jsonl --name my-prefs`.",
+        )
+    source = args.path or str(ROOT / next(iter(BUNDLED_PREFS.values())))
+    if args.check:
+        report = load_prefs(source, encoding=args.encoding).summary(args.max_errors)
+        if args.json:
+            _print_json(report)
+        else:
+            print(f"Pairs:    {report['valid']} valid, {report['invalid']} invalid")
+            _print_row_errors(report["errors"])
+        return 0 if report["valid"] else EXIT_FAILED
+    result = import_prefs(
+        Workspace(), source, name=args.name, eval_fraction=args.eval_fraction, seed=args.seed,
+        encoding=args.encoding, description=args.description,
+    )  # fmt: skip
+    if args.json:
+        _print_json(result)
+        return 0
+    dropped = next(s["dropped"] for s in result["steps"] if s["step"] == "dedupe")
+    print(
+        f"Saved preference dataset {args.name!r}: {result['train_rows']} train and "
+        f"{result['eval_rows']} held-out pairs; {result['rejected']} rows rejected, "
+        f"{dropped} repeats dropped"
+    )
+    if result["rejected"]:
+        print(f"Rejected rows are in {Workspace().path_of(args.name) / 'rejects.jsonl'}")
+    return 0
+
+
+def cmd_data_prefs_from_arena(args: argparse.Namespace) -> int:
+    from workbench.data.prefs import prefs_from_arena
+
+    result = prefs_from_arena(
+        Workspace(), name=args.out, eval_fraction=args.eval_fraction, seed=args.seed
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    counts = result["arena"]
+    print(
+        f"Saved preference dataset {args.out!r}: {counts['pairs']} pairs from {counts['votes']} "
+        f"votes ({result['train_rows']} train, {result['eval_rows']} held out). Left out: "
+        f"{counts['ties']} ties, {counts['skips']} skipped, {counts['unusable']} without two "
+        "different answers."
+    )
+    return 0
+
+
+def _print_row_errors(errors: list[dict]) -> None:
+    for error in errors[:ERRORS_PRINTED]:
+        print(f"  row {error['row']}: {error['field'] or 'row'}: {error['message']}")
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from workbench.data.prepare import list_datasets
 
@@ -265,6 +329,28 @@ def add_data_commands(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-fraction", type=float, default=0.0)
     p.set_defaults(func=cmd_data_self_cognition)
+
+    p = actions.add_parser(
+        "prefs-import", parents=[common], help="check and save preference pairs (DPO/ORPO data)"
+    )
+    p.add_argument("path", nargs="?", help="JSONL/JSON/CSV/Parquet file of pairs")
+    p.add_argument("--bundled", action="store_true", help="the bundled preference set")
+    p.add_argument("--name", default="prefs", help="name of the new dataset artifact")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="pairs held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--check", action="store_true", help="only check the rows, save nothing")
+    p.add_argument("--max-errors", type=int, default=1000, help="errors listed in --json")
+    p.add_argument("--description", default="")
+    p.set_defaults(func=cmd_data_prefs_import)
+
+    p = actions.add_parser(
+        "prefs-from-arena", parents=[common], help="preference pairs from the chat arena's votes"
+    )
+    p.add_argument("--out", required=True, help="name of the new dataset artifact")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="pairs held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_prefs_from_arena)
 
     p = actions.add_parser("list", parents=[common], help="dataset artifacts in the workspace")
     p.set_defaults(func=cmd_data_list)

@@ -2,6 +2,8 @@
 
     workbench train --data self-cog --out me-lora --preset classroom
     workbench train --model default --data qa --method qlora --out qa-qlora --epochs 2 --rank 16
+    workbench train --method dpo --model default --data prefs --out prefs-dpo --beta 0.1
+    workbench train --method orpo --weights full --data prefs --out prefs-orpo
     workbench train recipe.yaml
     workbench merge --adapter me-lora --out me-merged
 
@@ -27,6 +29,7 @@ TRAIN_FLAGS = (
     "out",
     "method",
     "objective",
+    "beta",
     "train_on",
     "cutoff",
     "epochs",
@@ -56,6 +59,7 @@ TRAIN_FLAGS = (
 
 def train_recipe_from_args(args: argparse.Namespace) -> Any:
     """The TrainRecipe the flags (or the YAML file, overlaid by flags) describe."""
+    from workbench.finetune.preference import PREFERENCE_OBJECTIVES
     from workbench.finetune.presets import apply_preset
     from workbench.recipes import TrainRecipe, load_recipe, recipe_from_dict, recipe_to_dict
 
@@ -76,6 +80,10 @@ def train_recipe_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag, None)
         if value is not None and value is not False:
             fields[FLAG_FIELDS.get(flag, flag)] = value
+    if fields.get("method") in PREFERENCE_OBJECTIVES:  # --method dpo|orpo: what is learned
+        fields["objective"] = fields.pop("method")
+    if getattr(args, "weights", None):  # ...and --weights lora|qlora|full: what is trained
+        fields["method"] = args.weights
     if args.no_packing:
         fields["packing"] = False
     if args.probe:
@@ -109,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         if not args.json:
             print(report["verdict"], file=sys.stderr)
-    return follow_job(ws, submit(ws, recipe, title=f"train {recipe.method}: {recipe.out}"), args)
+    from workbench.finetune.prefs_view import train_title
+
+    return follow_job(ws, submit(ws, recipe, title=train_title(recipe)), args)
 
 
 def _print_fit(report: dict) -> None:
@@ -152,15 +162,25 @@ def add_train_commands(
     from workbench.recipes import SCHEDULERS, TRAIN_METHODS, TRAIN_OBJECTIVES, TRAIN_ON_CHOICES
 
     p = verbs.add_parser(
-        "train", parents=[common, follow], help="fine-tune a model (LoRA, QLoRA, full) as a job"
+        "train",
+        parents=[common, follow],
+        help="fine-tune a model (LoRA, QLoRA, full; SFT, DPO, ORPO) as a job",
     )
     p.add_argument("recipe", nargs="?", help="a training recipe YAML (flags override it)")
     p.add_argument("--preset", choices=list(PRESETS), help="start from a preset")
     p.add_argument("--model", help="base model (default: 'default')")
     p.add_argument("--data", help="dataset artifact")
     p.add_argument("--out", help="name of the adapter (or model, for full) to create")
-    p.add_argument("--method", choices=TRAIN_METHODS)
+    p.add_argument(
+        "--method",
+        choices=[*TRAIN_METHODS, "dpo", "orpo"],
+        help="lora, qlora or full; or dpo / orpo (preference tuning, with --weights)",
+    )
+    p.add_argument(
+        "--weights", choices=TRAIN_METHODS, help="with --method dpo|orpo: lora, qlora or full"
+    )
     p.add_argument("--objective", choices=TRAIN_OBJECTIVES)
+    p.add_argument("--beta", type=float, help="DPO beta / ORPO lambda (default 0.1)")
     p.add_argument("--train-on", choices=TRAIN_ON_CHOICES)
     p.add_argument("--cutoff", type=int)
     p.add_argument("--epochs", type=float)

@@ -263,7 +263,7 @@ class ImportDataRecipe:
 
 
 TRAIN_METHODS = ("lora", "qlora", "full")
-TRAIN_OBJECTIVES = ("auto", "sft", "cpt")
+TRAIN_OBJECTIVES = ("auto", "sft", "cpt", "dpo", "orpo")
 TRAIN_ON_CHOICES = ("assistant", "last", "all")
 SCHEDULERS = ("cosine", "linear", "constant")
 
@@ -274,7 +274,9 @@ class TrainRecipe:
     """Fine-tune a model on a dataset artifact: LoRA, QLoRA or full weights.
 
     Supervised fine-tuning (sft) learns from conversations, with the loss on the assistant's
-    answers; continued pre-training (cpt) learns from raw text, with the loss on every token.
+    answers; continued pre-training (cpt) learns from raw text, with the loss on every token;
+    preference tuning (dpo, orpo) learns from pairs of a chosen and a rejected answer
+    (workbench.finetune.preference).
     """
 
     kind: ClassVar[str] = "train"
@@ -287,8 +289,14 @@ class TrainRecipe:
     )
     method: str = _help("lora, qlora (4-bit base, needs bitsandbytes) or full.", default="lora")
     objective: str = _help(
-        "sft (conversations), cpt (raw text, continued pre-training) or auto (from the data).",
+        "sft (conversations), cpt (raw text, continued pre-training), dpo or orpo (preference "
+        "pairs), or auto (from the data: pairs give dpo).",
         default="auto",
+    )
+    beta: float = _help(
+        "Preference tuning: DPO's beta (how far the model may move from the starting model; "
+        "lower moves further) or ORPO's lambda (weight of the odds-ratio term).",
+        default=0.1,
     )
     train_on: str = _help(
         "Which tokens count in the loss for conversations: assistant (every answer), last (the "
@@ -386,6 +394,7 @@ class TrainRecipe:
         for name in ("eval_every", "save_every", "probe_every"):
             check(getattr(self, name) >= 0, self, name, "is negative")
         check(self.max_grad_norm >= 0, self, "max_grad_norm", "is negative")
+        check(0 < self.beta <= 10, self, "beta", f"is {self.beta}; use a value in (0, 10]")
 
     def resource(self) -> str:
         from workbench.hardware import resolve_device

@@ -35,7 +35,7 @@ from workbench.workspace import Workspace
 
 RESULTS_FILE, SAMPLES_FILE = "results.json", "samples.jsonl"
 GIVE_UP_AFTER = 3  # failures in a row before a model's task is abandoned
-LOGLIK_KINDS = ("multiple_choice", "perplexity")
+LOGLIK_KINDS = ("multiple_choice", "perplexity", "preference")
 
 
 def _error_text(exc: BaseException) -> str:

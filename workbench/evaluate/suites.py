@@ -20,9 +20,12 @@ import json
 import re
 from pathlib import Path
 
+from workbench.agent.eval_kind import AGENT_TASKS, agent_task
 from workbench.errors import InvalidInput, NotFound
 from workbench.evaluate.custom import load_task_file, looks_like_task_file
 from workbench.evaluate.generated import INSTRUCTION
+from workbench.evaluate.preference import PREFIX as PREFS_PREFIX
+from workbench.evaluate.preference import preference_task
 from workbench.evaluate.tasks import Task, check_task
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "assets" / "eval"
@@ -67,6 +70,7 @@ SUITES: dict[str, list[str]] = {
     "zh": [f"{t}-zh" for t in ("knowledge", "reasoning", "arithmetic", "instructions")],
     "identity": ["identity-en", "identity-zh"],
     "heldout": ["heldout-en", "heldout-zh"],
+    "agent": ["agent-plain", "agent-tools"],
 }  # fmt: skip
 
 
@@ -226,6 +230,8 @@ def bundled_task(name: str, ws: object = None) -> Task:
         return _heldout_task(name[-2:])
     if name == "arena":
         return _arena_task(ws)
+    if name in AGENT_TASKS:
+        return check_task(agent_task(name))
     raise NotFound(
         f"No task called {name!r}.",
         where="tasks",
@@ -238,7 +244,7 @@ def task_names() -> list[str]:
     """Every bundled task name (held-out text only where its files exist)."""
     names = list(FILE_TASKS) + ["identity-en", "identity-zh"]
     names += [f"heldout-{lang}" for lang in LANGS if _heldout_samples(lang)]
-    return sorted(names) + ["arena"]
+    return sorted(names) + ["arena", *AGENT_TASKS]
 
 
 def expand(specs: list[str]) -> list[str]:
@@ -263,7 +269,11 @@ def resolve_tasks(specs: list[str], ws: object = None) -> list[Task]:
         )
     tasks = []
     for spec in names:
-        if spec in FILE_TASKS or spec in task_names() or spec.startswith(("identity-", "heldout-")):
+        if spec.startswith(PREFS_PREFIX):  # the held-out pairs of a preference dataset
+            tasks.append(preference_task(spec, ws))
+        elif (
+            spec in FILE_TASKS or spec in task_names() or spec.startswith(("identity-", "heldout-"))
+        ):
             tasks.append(bundled_task(spec, ws))
         elif looks_like_task_file(spec) or Path(spec).expanduser().is_file():
             tasks.append(load_task_file(spec))

@@ -46,7 +46,15 @@ from workbench.errors import InvalidInput
 from workbench.evaluate import checks as chk
 from workbench.evaluate.stats import Estimate, mean_ci, ratio_ci
 
-KIND_NAMES = ("multiple_choice", "generation", "perplexity", "identity", "judge", "arena")
+KIND_NAMES = (
+    "multiple_choice",
+    "generation",
+    "perplexity",
+    "identity",
+    "judge",
+    "arena",
+    "preference",
+)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DEFAULT_MC_TEMPLATE = {"en": "Question: {question}\nAnswer:", "zh": "问题：{question}\n答案："}
 DEFAULT_DELIMITER = {"en": " ", "zh": ""}
@@ -573,7 +581,9 @@ KINDS: dict[str, Any] = {
     "identity": Identity(),
 }
 # judge.py adds "judge" and "arena" to KINDS; importing it here makes the table complete.
+from workbench.agent import eval_kind as _agent  # noqa: E402, F401
 from workbench.evaluate import judge as _judge  # noqa: E402, F401
+from workbench.evaluate import preference as _preference  # noqa: E402, F401
 
 
 def headline_metric(task: Task) -> str:

@@ -22,7 +22,7 @@ def plan_for(recipe: TrainRecipe, device: str, dtype: str) -> TrainPlan:
         method=recipe.method,
         lora_rank=recipe.lora_rank,
         lora_targets=recipe.target_modules(),
-        batch_size=recipe.batch_size,
+        batch_size=recipe.batch_size * (2 if recipe.objective in ("dpo", "orpo") else 1),
         grad_accum=recipe.grad_accum,
         seq_len=recipe.cutoff,
         dtype=dtype,
@@ -32,11 +32,26 @@ def plan_for(recipe: TrainRecipe, device: str, dtype: str) -> TrainPlan:
 
 
 def dataset_tokens(ws: Workspace, recipe: TrainRecipe, tokenizer: Any) -> int:
-    """Tokens in one pass over the training split (each sample capped at the cutoff)."""
+    """Tokens in one pass over the training split (each sample capped at the cutoff).
+
+    Preference pairs count both answers with their prompt; DPO adds the one pass without
+    gradients that scores the pairs with the starting model (a third of a training pass).
+    """
+    from workbench.data.prefs import is_preference_dataset, pair_messages
     from workbench.data.prepare import read_dataset
     from workbench.data.stats import token_lengths
 
     samples = read_dataset(ws, recipe.data, "train")
+    if is_preference_dataset(ws, recipe.data):
+        samples = [
+            {"messages": pair_messages(s, which)}
+            for s in samples
+            for which in ("chosen", "rejected")
+        ]
+        lengths = token_lengths(samples, tokenizer)
+        tokens = sum(min(int(n), recipe.cutoff) for n in lengths.values)
+        reference = tokens / 3 / max(recipe.epochs, 1) if recipe.objective != "orpo" else 0
+        return int(tokens + reference)
     lengths = token_lengths(samples, tokenizer)
     return int(sum(min(int(n), recipe.cutoff) for n in lengths.values))
 

@@ -88,12 +88,39 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Preference tuning (objective dpo or orpo) changes a few values of the same presets: it learns
+# from a contrast, so fewer passes and a gentler learning rate than supervised fine-tuning
+# (bench/dpo_classroom.py measures the classroom one on the embedded model).
+PREFERENCE_CHANGES: dict[str, dict] = {
+    "classroom": {"epochs": 2.0, "learning_rate": 5e-4},
+    "qlora-classroom": {"epochs": 2.0, "learning_rate": 5e-4},
+    "full-classroom": {"epochs": 2.0, "learning_rate": 1e-5},
+    "quality": {"epochs": 1.0, "learning_rate": 5e-5},
+    "qlora-quality": {"epochs": 1.0, "learning_rate": 5e-5},
+    "full-quality": {"epochs": 1.0, "learning_rate": 1e-6},
+}
+
+
 def apply_preset(name: str, fields: dict) -> dict:
-    """The preset's values overlaid by `fields` (what the user set), with `preset` recorded."""
+    """The preset's values overlaid by `fields` (what the user set), with `preset` recorded.
+
+    With objective dpo or orpo in `fields`, PREFERENCE_CHANGES adjusts the preset first.
+    """
     if name not in PRESETS:
         raise InvalidInput(
             f"Unknown preset {name!r}.",
             where="preset",
             fix=f"Use one of: {', '.join(PRESETS)}.",
         )
-    return {**PRESETS[name], **fields, "preset": name}
+    preset = PRESETS[name]
+    if fields.get("objective") in ("dpo", "orpo"):
+        preset = {**preset, **PREFERENCE_CHANGES.get(name, {})}
+    return {**preset, **fields, "preset": name}
+
+
+def preset_values(name: str, objective: str = "") -> dict:
+    """The values preset `name` sets for a recipe with `objective` (what the page's widgets get)."""
+    values = dict(PRESETS[name])
+    if objective in ("dpo", "orpo"):
+        values.update(PREFERENCE_CHANGES.get(name, {}))
+    return values

@@ -31,6 +31,7 @@ from typing import Any
 from workbench.errors import InvalidInput, WorkbenchError
 from workbench.finetune.batches import build_examples, make_batches
 from workbench.finetune.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from workbench.finetune.preference import PREFERENCE_OBJECTIVES, check_preference_data
 from workbench.progress import null_progress
 from workbench.recipes import TrainRecipe, recipe_to_dict
 from workbench.workspace import Workspace
@@ -75,6 +76,13 @@ def run_train(
     objective = _objective(recipe, ws)
     device = resolve_device(recipe.device)
     dtype = resolve_dtype(recipe.dtype, device)
+    if objective in PREFERENCE_OBJECTIVES:  # DPO / ORPO: their own loop, same checkpoints
+        from workbench.finetune.preference import run_preference
+
+        return run_preference(
+            recipe, ws=ws, ref=ref, objective=objective, device=device, dtype=dtype,
+            run_dir=run_dir, progress=progress, should_stop=should_stop, job_id=job_id,
+        )  # fmt: skip
     if recipe.processes > 1 and ranks is None:
         return run_launched(
             recipe,
@@ -296,8 +304,9 @@ def _objective(recipe: TrainRecipe, ws: Workspace) -> str:
             fix="Pick a dataset: `workbench data list` shows them.",
         )
     kind = manifest.metrics.get("data_kind", "chat")
+    check_preference_data(ws, recipe.data, recipe.objective)
     if recipe.objective == "auto":
-        return "cpt" if kind == "text" else "sft"
+        return {"text": "cpt", "preference": "dpo"}.get(kind, "sft")
     if recipe.objective == "sft" and kind == "text":
         raise InvalidInput(
             f"Dataset {recipe.data!r} is raw text; supervised fine-tuning needs conversations.",

@@ -48,7 +48,7 @@ STEP_COLUMNS = (
     "eta_s",
 )
 LIVE_METRICS = ("lr", "grad_norm", "tokens_per_s", "memory_mb")  # the small charts under the loss
-SPARSE_METRICS = ("eval_loss",)  # measured now and then: drawn point to point, not with gaps
+SPARSE_METRICS = ("eval_loss", "pref_acc")  # measured now and then: drawn point to point
 LABELS = {
     "step": "step",
     "loss": "loss",
