@@ -87,3 +87,19 @@ def test_the_evaluation_framework_runs_the_agent_task_set():
     assert result.scores == {"accuracy": 1.0} and result.details["tool_calls"] == 1
     assert json.dumps(result.to_dict())  # stored in the eval results as JSON
     assert make_tools(sample["tools"])[0].name == "calculator"
+
+
+def test_the_evaluation_engine_is_unwrapped_so_local_models_are_constrained():
+    class Wrapper:  # what the evaluation runner passes: the engine opened on first use
+        def __init__(self, inner):
+            self.inner = inner
+
+        def engine(self):
+            return self.inner
+
+    inner = ScriptedEngine(["Thought: done\nFinal Answer: 1827159"], backend="local")
+    tools = resolve_tasks(["agent-tools"])[0]
+    sample = next(s for s in tools.samples if s["id"] == "calc-1")
+    (result,) = KINDS["agent"].score(tools, [sample], Wrapper(inner), RunContext())
+    assert result.scores == {"accuracy": 1.0}
+    assert inner.settings[0].constraint is not None

@@ -86,6 +86,10 @@ class AgentKind:
         self, task: Task, samples: list[dict], engine: Any, ctx: RunContext
     ) -> Iterator[SampleResult]:
         settings = GenerationSettings(max_new_tokens=task.max_new_tokens)
+        # The evaluation runner hands over an EvalEngine; the agent needs the engine inside it
+        # (a local engine gets constrained decoding, an endpoint native function calling).
+        opener = getattr(engine, "engine", None)
+        engine = opener() if callable(opener) else engine
         for sample in samples:
             if ctx.should_stop():
                 return
