@@ -54,7 +54,7 @@ def agent_task(name: str) -> Task:
 
 class AgentKind:
     name = "agent"
-    version = 1
+    version = 2  # 2: local engines constrained inside evaluation runs
     metrics = ("accuracy",)
     lower_is_better: tuple[str, ...] = ()
     needs_engine = True
