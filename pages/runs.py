@@ -1,5 +1,6 @@
-"""Training runs: one fine-tuning job live (progress, loss curves, probe answers, cancel and
-resume), what to do with its result (merge, chat), and several runs compared.
+"""Training runs: one fine-tuning job live (progress, loss curves — DPO/ORPO: rewards and
+preference accuracy —, probe answers, cancel and resume), what to do with its result (merge,
+chat), and several runs compared.
 
 The live part re-reads the job's run folder every two seconds while the job is active, so a
 reload or a second browser re-attaches to it; a resumed job continues the same curve.
@@ -13,10 +14,10 @@ import streamlit as st
 
 from workbench.charts import status_label
 from workbench.errors import WorkbenchError
-from workbench.finetune.prefs_view import REWARD_CHARTS, heldout_change, preference_frame
 from workbench.finetune.trainer import read_probes
 from workbench.finetune.view import (
     LIVE_METRICS,
+    PREFERENCE_CHARTS,
     curves_figure,
     format_seconds,
     free_output_name,
@@ -39,9 +40,9 @@ if not st.session_state.get("via_app"):
 lang = st.session_state.get("lang", "en")
 ws = Workspace()
 WORDS = {k: t(f"runs.m_{k}", lang) for k in ("step", "loss", "eval_loss", *LIVE_METRICS)}
+WORDS.update({k: t(f"prefs.m_{k}", lang) for k in sum(PREFERENCE_CHARTS.values(), ())})
 WORDS.update(prompt=t("runs.prompt", lang), base=t("runs.base", lang), field=t("runs.field", lang))
 WORDS["step_n"] = t("runs.step_n", lang, step="{step}")
-WORDS.update({k: t(f"prefs.m_{k}", lang) for c in REWARD_CHARTS.values() for k in c})
 
 
 def events_of(job) -> list[dict]:
@@ -93,22 +94,10 @@ def show_charts(frame) -> None:
         fig = curves_figure({"run": frame}, metric, WORDS).update_layout(height=240)
         fig.update_yaxes(rangemode="tozero")  # a flat line is not noise around a big number
         columns[i % 2].plotly_chart(fig, key=f"run_{metric}")
-
-
-def show_preference(events: list[dict]) -> None:
-    """DPO/ORPO runs: chosen and rejected rewards, their margin, and preference accuracy."""
-    frame = preference_frame(events)
-    if not frame["reward_margin"].notna().any() and not frame["pref_acc"].notna().any():
-        return
-    change = heldout_change(frame)
-    if change and change["after"] is not None:
-        st.metric(t("prefs.heldout", lang), f"{change['after']:.1f}%", f"{change['points']:+.1f}")
-    elif change:
-        st.caption(t("prefs.heldout_before", lang, before=change["before"]))
-    columns = st.columns(len(REWARD_CHARTS))
-    for column, (chart, metrics) in zip(columns, REWARD_CHARTS.items(), strict=True):
-        fig = curves_figure({"run": frame}, metrics, WORDS).update_layout(height=260)
-        column.plotly_chart(fig, key=f"run_pref_{chart}")
+    for i, (chart, names) in enumerate(PREFERENCE_CHARTS.items()):  # DPO and ORPO runs only
+        if frame[list(names)].notna().any().any():
+            fig = curves_figure({"run": frame}, names, WORDS).update_layout(height=240)
+            columns[i % 2].plotly_chart(fig, key=f"run_{chart}")
 
 
 def show_live(job_id: str, was_active: bool) -> None:
@@ -120,7 +109,6 @@ def show_live(job_id: str, was_active: bool) -> None:
         events = events_of(job)
         show_status(job, run_summary(job, events))
         show_charts(train_events_frame(events))
-        show_preference(events)
         st.subheader(t("runs.probes_title", lang))
         probes = probe_table(read_probes(job.run_dir), WORDS)
         if probes.empty:
@@ -164,12 +152,9 @@ def show_result(job, recipe) -> None:
 def show_compare(by_id: dict) -> None:
     st.subheader(t("runs.compare_title", lang))
     chosen = st.multiselect(
-        t("runs.compare_pick", lang),
-        list(by_id),
-        default=list(by_id)[:2],
-        format_func=lambda i: label(by_id[i]),
-        key="runs_compare",
-    )
+        t("runs.compare_pick", lang), list(by_id), default=list(by_id)[:2],
+        format_func=lambda i: label(by_id[i]), key="runs_compare",
+    )  # fmt: skip
     if not chosen:
         st.caption(t("runs.compare_hint", lang))
         return
@@ -197,11 +182,9 @@ else:
     if st.session_state.get("runs_select") not in by_id:
         st.session_state["runs_select"] = runs[0].id
     chosen = st.selectbox(
-        t("runs.select", lang),
-        list(by_id),
-        key="runs_select",
+        t("runs.select", lang), list(by_id), key="runs_select",
         format_func=lambda i: f"{label(by_id[i])} · {status_label(by_id[i].status, lang)}",
-    )
+    )  # fmt: skip
     st.session_state["runs_shown"] = chosen
     st.query_params["job"] = chosen
     job = by_id[chosen]

@@ -7,6 +7,7 @@ The finished run is real: the job worker runs a 3-step DPO run of the tiny model
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -113,8 +114,11 @@ def test_a_dpo_run_shows_rewards_and_held_out_accuracy(finished_dpo, lang):
     keys = str([c.proto.id for c in at.get("plotly_chart")])
     for chart in ("run_loss", "run_pref_rewards", "run_pref_margin", "run_pref_accuracy"):
         assert chart in keys
-    (metric,) = [m for m in at.metric if m.label == t("prefs.heldout", lang)]
-    assert metric.value.endswith("%")
+    accuracy = next(
+        json.loads(c.proto.spec) for c in at.get("plotly_chart") if "accuracy" in c.proto.id
+    )
+    names = [trace["name"] for trace in accuracy["data"]]
+    assert names == [t("prefs.m_reward_acc", lang), t("prefs.m_pref_acc", lang)]
     assert not at.error
 
     at = open_app(lang, EVALUATE)

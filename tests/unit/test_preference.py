@@ -221,3 +221,22 @@ def test_auto_picks_dpo_for_pairs_and_refuses_what_cannot_work(workspace, prefs,
     assert "adapter" in adapter.value.what and "workbench merge --adapter auto" in adapter.value.fix
     with pytest.raises(InvalidInput):
         recipe(beta=0)
+
+
+def test_the_run_frame_holds_rewards_per_step_and_held_out_accuracy_where_measured():
+    from workbench.finetune.prefs_view import train_title
+    from workbench.finetune.view import PREFERENCE_CHARTS, train_events_frame
+
+    events = [
+        {"step": 0, "metrics": {"pref_acc": 0.25, "pref_margin": -3.0}},
+        {"step": 1, "metrics": {"loss": 0.69, "reward_margin": 0.0, "reward_acc": 0.0}},
+        {"step": 2, "metrics": {"loss": 0.41, "reward_margin": 0.9, "reward_acc": 1.0}},
+        {"step": 2, "metrics": {"pref_acc": 0.75, "pref_margin": 2.0}},
+    ]
+    frame = train_events_frame(events)
+    assert frame["reward_margin"].tolist()[1:] == [0.0, 0.9]
+    assert frame["pref_acc"].dropna().tolist() == [0.25, 0.75]
+    assert frame["loss"].dropna().tolist() == [0.69, 0.41]
+    assert set(sum(PREFERENCE_CHARTS.values(), ())) <= set(frame.columns)
+    assert train_title(recipe(method="full")) == "train dpo (full): tiny-dpo"
+    assert train_title(recipe(objective="sft")) == "train lora: tiny-dpo"

@@ -16,6 +16,10 @@ position) are written every `save_every` steps and when a cancel arrives; a resu
 folder) continues from the last one, on the same curve. At the end the result is saved as an
 artifact: an adapter (LoRA/QLoRA) or a model (full), with tokenizer and chat template, and
 lineage base model + dataset.
+
+Recipes with objective dpo or orpo (preference pairs) are handed to
+workbench.finetune.preference, which uses the same loading, checkpoints, progress events and
+artifact saving.
 """
 
 from __future__ import annotations
@@ -421,6 +425,8 @@ def _train_step(
     """
     import torch
 
+    from workbench.finetune.loss import causal_lm_loss
+
     if items is None:
         items = sum(b.trained for b in group)
     items = torch.tensor(float(items) if items > 0 else 1.0, device=device)
@@ -429,19 +435,10 @@ def _train_step(
     for batch in group:
         if should_stop():
             return None
-        with autocast():
-            out = model(
-                input_ids=batch.input_ids.to(device),
-                labels=batch.labels.to(device),
-                position_ids=None if batch.position_ids is None else batch.position_ids.to(device),
-                attention_mask=None
-                if batch.attention_mask is None
-                else batch.attention_mask.to(device),
-                num_items_in_batch=items,
-                use_cache=False,
-            )
-        out.loss.backward()
-        total += out.loss.item()
+        with autocast():  # the loss on trained positions only (workbench.finetune.loss)
+            loss = causal_lm_loss(model, batch, device=device, num_items=items)
+        loss.backward()
+        total += loss.item()
         tokens += batch.tokens
     return total, tokens
 
@@ -468,6 +465,8 @@ def _evaluate(
     """Mean loss per trained token on the eval split."""
     import torch
 
+    from workbench.finetune.loss import causal_lm_loss
+
     batches = make_batches(
         held,
         batch_size=recipe.batch_size,
@@ -483,19 +482,8 @@ def _evaluate(
         for batch in batches:
             items = torch.tensor(max(batch.trained, 1), device=device)
             with autocast():
-                out = model(
-                    input_ids=batch.input_ids.to(device),
-                    labels=batch.labels.to(device),
-                    position_ids=None
-                    if batch.position_ids is None
-                    else batch.position_ids.to(device),
-                    attention_mask=None
-                    if batch.attention_mask is None
-                    else batch.attention_mask.to(device),
-                    num_items_in_batch=items,
-                    use_cache=False,
-                )
-            total += out.loss.item() * batch.trained
+                loss = causal_lm_loss(model, batch, device=device, num_items=items)
+            total += loss.item() * batch.trained
             count += batch.trained
     model.train()
     value = total / max(count, 1)

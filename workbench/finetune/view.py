@@ -46,7 +46,14 @@ STEP_COLUMNS = (
     "memory_mb",
     "epoch",
     "eta_s",
+    *("reward_chosen", "reward_rejected", "reward_margin", "reward_acc"),  # DPO/ORPO steps
+    *("pref_acc", "pref_margin"),  # DPO/ORPO: held-out preference accuracy, now and then
 )
+PREFERENCE_CHARTS = {  # DPO/ORPO runs: chart -> the metrics drawn together in it
+    "pref_rewards": ("reward_chosen", "reward_rejected"),
+    "pref_margin": ("reward_margin",),
+    "pref_accuracy": ("reward_acc", "pref_acc"),
+}
 LIVE_METRICS = ("lr", "grad_norm", "tokens_per_s", "memory_mb")  # the small charts under the loss
 SPARSE_METRICS = ("eval_loss", "pref_acc")  # measured now and then: drawn point to point
 LABELS = {
@@ -133,12 +140,11 @@ def train_events_frame(events: Iterable[dict]) -> pd.DataFrame:
         step = int(step)
         if "loss" in values:
             row = {name: _number(values.get(name)) for name in STEP_COLUMNS}
-            rows[step] = {**row, "step": step, "eval_loss": None}
-        elif "eval_loss" in values:
+            rows[step] = {**row, "step": step, "eval_loss": None, "pref_acc": None}
+        else:  # measured now and then: merged into the step's row
             blank = {name: None for name in STEP_COLUMNS}
-            rows.setdefault(step, {**blank, "step": step})["eval_loss"] = _number(
-                values["eval_loss"]
-            )
+            for name in set(SPARSE_METRICS + ("pref_margin",)) & set(values):
+                rows.setdefault(step, {**blank, "step": step})[name] = _number(values[name])
     frame = pd.DataFrame([rows[s] for s in sorted(rows)], columns=list(STEP_COLUMNS))
     numeric = frame.drop(columns="step").astype(float)
     return pd.concat([frame["step"].astype(int), numeric], axis=1)
