@@ -72,7 +72,10 @@ def stats_line(stats: dict) -> str:
 def answer(chat, engine, settings) -> None:
     """Stream the next answer of `chat`; a click on Stop (any rerun) keeps what came so far."""
     with st.chat_message("assistant"):
-        st.button(t("chat.stop_button", lang), icon=":material/stop_circle:", key="chat_stop_now")
+        stop_slot = st.empty()  # the Stop button lives while the answer streams
+        stop_slot.button(
+            t("chat.stop_button", lang), icon=":material/stop_circle:", key="chat_stop_now"
+        )
         box, text = st.empty(), ""
         stream = engine.chat(chat.prompt_messages(), settings)
         try:
@@ -85,6 +88,7 @@ def answer(chat, engine, settings) -> None:
             if text or stream.finish_reason in ("stop", "length"):  # not after an error
                 chat.messages.append({"role": "assistant", "content": text, "stats": stats})
             save_chat(ws, chat)
+        stop_slot.empty()
         box.markdown(text)
         st.caption(stats_line(stats))
 

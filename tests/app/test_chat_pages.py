@@ -67,6 +67,7 @@ def test_a_question_gets_the_models_answer_and_is_saved(workspace, tiny_artifact
     assert expected.strip()[:20] in texts(at)
     finish = t(f"chat.finish_{chat.messages[1]['stats']['finish']}", lang)
     assert finish in texts(at)  # the stats line under the answer
+    assert not [b for b in at.button if b.key == "chat_stop_now"]  # nothing left to stop
     rerun(at)  # the next run picks the saved chat and shows it from disk
     assert at.selectbox(key="chat_id").value == chat.id
     assert [b for b in at.button if b.key == "chat_regenerate"]
