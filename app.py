@@ -172,6 +172,7 @@ serve_pages = [
         ("chat", t("chat.nav_chat", lang), ":material/chat:"),
         ("arena", t("chat.nav_arena", lang), ":material/compare:"),
         ("deploy", t("deploy.nav", lang), ":material/rocket_launch:"),
+        ("agent", t("agent.nav", lang), ":material/smart_toy:"),
     )
 ]
 top_pages = [home, jobs]

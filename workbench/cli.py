@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_chat)
 
+    from workbench.cli_agent import add_agent_commands
     from workbench.cli_class import add_class_commands
     from workbench.cli_data import add_data_commands
     from workbench.cli_eval import add_eval_commands
@@ -455,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_commands(verbs, common)
     add_eval_commands(verbs, common, follow)
     add_quantize_commands(verbs, common, follow)
+    add_agent_commands(verbs, common)
     return parser
 
 

@@ -24,13 +24,20 @@ from workbench.models import LoadedModel, load_model
 
 @dataclass
 class GenerationSettings:
-    """How to decode: temperature 0 is greedy (the same answer every time)."""
+    """How to decode: temperature 0 is greedy (the same answer every time).
+
+    `constraint` (local engines only; others ignore it) shapes what may be generated: an object
+    with `processor(tokenizer, end_ids)` returning `f(generated_ids, logits) -> logits` that the
+    decode loop applies before choosing each token (workbench.agent.constrain builds them, so
+    that a small model's tool calls always parse).
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    constraint: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

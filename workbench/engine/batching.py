@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,9 @@ class Request:
     top_p: float = 1.0
     seed: int = 0
     end_ids: tuple[int, ...] = ()
+    # f(generated ids, logits [V]) -> logits, applied before each choice (constrained decoding)
+    logits_processor: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None
+    generated_ids: list[int] = field(default_factory=list)
     out: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     finish_reason: str = ""
@@ -72,7 +76,10 @@ class Request:
 
 
 def sample(logits: torch.Tensor, request: Request) -> int:
-    """Next token from logits [V]: argmax when temperature is 0, else temperature + top-p."""
+    """Next token from logits [V]: argmax when temperature is 0, else temperature + top-p
+    (after the request's logits processor, if it has one)."""
+    if request.logits_processor is not None:
+        logits = request.logits_processor(request.generated_ids, logits)
     if request.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / request.temperature, dim=-1)
@@ -196,6 +203,8 @@ class DecodeLoop:
             return
         request.generated += 1
         self.tokens_total += 1
+        if request.logits_processor is not None:
+            request.generated_ids.append(token)
         request.out.put(token)
         if (
             request.generated >= request.max_new_tokens

@@ -319,6 +319,11 @@ class LocalEngine:
             top_p=settings.top_p,
             seed=settings.seed,
             end_ids=tuple(self.end_ids),
+            logits_processor=(
+                settings.constraint.processor(self.tokenizer, self.end_ids)
+                if settings.constraint is not None
+                else None
+            ),
         )
 
         def pieces(stream: TextStream) -> Iterator[str]:
