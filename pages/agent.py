@@ -31,7 +31,8 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+limits = st.session_state["limits"]  # demo mode caps the answer length
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 ICONS = {"thought": "💭", "action": "🔧", "observation": "👁", "error": "⚠️", "stopped": "⏹"}
 
 
@@ -70,7 +71,8 @@ def run_turn(turn: AgentTurn, engine, options: dict) -> None:
     with st.chat_message("user"):
         st.markdown(turn.question)
     with st.chat_message("assistant"):
-        st.button(t("agent.stop", lang), icon=":material/stop_circle:", key="agent_stop_now")
+        stop_slot = st.empty()  # the Stop button lives while the agent works
+        stop_slot.button(t("agent.stop", lang), icon=":material/stop_circle:", key="agent_stop_now")
         box, text, step, started = st.empty(), "", 0, time.perf_counter()
         try:
             for event in run_agent(engine, turn.question, **options):
@@ -89,6 +91,7 @@ def run_turn(turn: AgentTurn, engine, options: dict) -> None:
         finally:  # also when Stop (any rerun) interrupts: keep what came so far
             turn.seconds = time.perf_counter() - started
             st.session_state["agent_turns"].append(turn)
+        stop_slot.empty()
         st.caption(
             t("agent.summary", lang, steps=turn.steps, calls=turn.calls, seconds=turn.seconds)
         )
@@ -117,7 +120,13 @@ tool_names = st.multiselect(
     format_func=lambda n: t(f"agent.tool_{n}", lang),
 )
 with st.expander(t("agent.settings", lang)):
-    max_new = st.number_input(t("agent.max_tokens", lang), 16, 2048, 256, key="agent_max_new")
+    max_new = st.number_input(
+        t("agent.max_tokens", lang),
+        16,
+        limits.new_tokens_cap(2048),
+        limits.new_tokens_cap(256),
+        key="agent_max_new",
+    )
     constrained = st.toggle(t("agent.constrained", lang), True, key="agent_constrained")
     uploads = st.file_uploader(
         t("agent.docs_upload", lang), type=["md", "txt"], accept_multiple_files=True
