@@ -171,4 +171,16 @@ def test_a_student_walks_the_whole_chain(app):
     assert re.search(r"\d+ tokens · [\d.]+ tokens/s", answer.inner_text())  # streamed and done
     assert answer.locator("[data-testid='stMarkdownContainer']").first.inner_text().strip()
     shot(page, "chat")
+
+    # 8. The agent: the model calls the calculator and answers.
+    open_page(page, base, "/agent")
+    fill(page, "Max steps", "2")
+    question = page.locator("[data-testid='stChatInput'] textarea")
+    question.fill("What is 17 * 23? Use the calculator.")
+    question.press("Enter")
+    wait_for_text(page, "Answer:", timeout_s=600)
+    settle(page, 300)
+    trace = main_area(page).inner_text()
+    assert "calculator" in trace  # the trace shows the tool call and what it returned
+    shot(page, "agent")
     context.close()
