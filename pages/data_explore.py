@@ -36,8 +36,9 @@ def current(name: str) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def tokenizer_for(model: str, root: str):
-    return browse.load_tokenizer(model, Workspace(root), prepare=False)
+def tokenizer_for(model: str, root: str, _ws: Workspace):
+    """Cached per model and workspace folder (`root`); `_ws` (not hashed) resolves the name."""
+    return browse.load_tokenizer(model, _ws, prepare=False)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -172,7 +173,7 @@ cutoff = right.number_input(t("data.cutoff", lang), 0, 10**6, 2048, 128, key="ex
 tokenizer, problem = None, None
 try:
     with st.spinner(t("data.loading_tokenizer", lang)):
-        tokenizer = tokenizer_for(model.strip(), str(ws.root))
+        tokenizer = tokenizer_for(model.strip(), str(ws.root), ws)
 except WorkbenchError as exc:
     problem = exc
 key = (source, loaded.format, loaded.source.sha256, loaded.rows, model.strip(), tokenizer is None)

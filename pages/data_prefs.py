@@ -27,7 +27,7 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws: Workspace = st.session_state.get("workspace") or Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 SOURCES = ("bundled", "upload", "arena")
 SPLITS = ("train", "eval", "rejects")
 

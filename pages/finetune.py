@@ -35,7 +35,7 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 DEFAULTS = train_defaults()
 DEFAULTS["probe_prompts"] = ["Who are you?", "你是谁？"]  # the self-cognition exercise's check
 SHOW = {"train_on": lambda value: t(f"data.train_on_{value}", lang)}  # choices in words
@@ -129,9 +129,9 @@ def settings(datasets: list[dict]) -> TrainRecipe:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def fit_report(recipe: dict, root: str, data_created: str, _hardware) -> dict:
-    """check_fit for the fields that change it; `data_created` tells a remade dataset apart."""
-    return check_fit(recipe_from_dict(recipe), Workspace(root), _hardware)
+def fit_report(recipe: dict, root: str, data_created: str, _hardware, _ws) -> dict:
+    """check_fit, cached by the fields that change it, the data's date and `root` (of `_ws`)."""
+    return check_fit(recipe_from_dict(recipe), _ws, _hardware)
 
 
 def show_fit(recipe: TrainRecipe, created: str) -> None:
@@ -143,7 +143,7 @@ def show_fit(recipe: TrainRecipe, created: str) -> None:
     try:
         with st.spinner(t("ft.fit_running", lang)):
             hardware = st.session_state.get("hardware")
-            report = fit_report(fit_key(recipe), str(ws.root), created, hardware)
+            report = fit_report(fit_key(recipe), str(ws.root), created, hardware, ws)
     except WorkbenchError as exc:
         st.error(error_text(exc, lang))
         return

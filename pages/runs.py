@@ -38,7 +38,7 @@ from workbench.workspace import Workspace
 if not st.session_state.get("via_app"):
     st.switch_page("app.py", query_params=st.query_params.to_dict())
 lang = st.session_state.get("lang", "en")
-ws = Workspace()
+ws: Workspace = st.session_state["workspace"]  # this session's (classroom: the user's own)
 WORDS = {k: t(f"runs.m_{k}", lang) for k in ("step", "loss", "eval_loss", *LIVE_METRICS)}
 WORDS.update({k: t(f"prefs.m_{k}", lang) for k in sum(PREFERENCE_CHARTS.values(), ())})
 WORDS.update(prompt=t("runs.prompt", lang), base=t("runs.base", lang), field=t("runs.field", lang))

@@ -92,3 +92,33 @@ def test_demo_mode_says_its_limits_and_refuses_a_job_over_them(workspace, monkey
     with pytest.raises(Forbidden, match="read-only demo"):
         submit(workspace, GenerateRecipe(model="default", prompts=["three"]))
     assert len(list_jobs(workspace)) == 1
+
+
+def test_a_student_fine_tunes_a_catalogue_model_on_their_own_data(class_root, tiny_model_dir):
+    import shutil
+
+    from workbench.data.prepare import save_samples
+
+    catalogue = Workspace(class_root / "catalogue")
+    with catalogue.create("model", "tiny", variant="base", source="test") as staging:
+        for item in tiny_model_dir.iterdir():
+            shutil.copy2(item, staging / item.name)
+    alice = Workspace.for_user(class_root, "alice")
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    ]
+    save_samples(alice, "greetings", rows * 8, source="test")
+    at = sign_in(open_app("en"), "alice")
+    at.switch_page("pages/finetune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "tiny" in at.selectbox(key="ft_model").options  # the catalogue's, lent
+    assert at.selectbox(key="ft_data").options == ["greetings"]  # her own
+    at.selectbox(key="ft_model").set_value("tiny")
+    at = rerun(at)
+    assert not at.error, [e.value for e in at.error]  # the fit check found the lent model
+    assert at.success and t("ft.fit_title", "en") in texts(at)
+    button(at, "ft_start").click()
+    at = rerun(at)
+    (job,) = list_jobs(alice)
+    assert job.owner == "alice" and job.run_dir.is_relative_to(alice.root)
+    assert list_jobs(Workspace.for_user(class_root, "bob")) == []
