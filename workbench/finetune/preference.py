@@ -323,7 +323,8 @@ def run_preference(
                 reference.ensure(range(len(train)))
     acc_before = preference_accuracy(before)
     if checkpoint is None:
-        progress(step=0, pref_acc=acc_before, message="held-out preference accuracy measured")
+        margin = sum(c - r for c, r, *_ in before) / max(len(before), 1)
+        progress(step=0, pref_acc=acc_before, pref_margin=margin, message="held-out scored")
     probe = sft._Prober(recipe, model, tokenizer, run_dir, device, dtype, ref)
     if checkpoint is None:
         probe.base_answers()
