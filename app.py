@@ -147,6 +147,7 @@ data_pages = [
         ("import", t("nav.data_import", lang), ":material/upload_file:"),
         ("explore", t("nav.data_explore", lang), ":material/manage_search:"),
         ("prepare", t("nav.data_prepare", lang), ":material/cleaning_services:"),
+        ("prefs", t("prefs.nav", lang), ":material/thumbs_up_down:"),
     )
 ]
 finetune_pages = [
