@@ -370,6 +370,8 @@ def _load_for_training(recipe: TrainRecipe, folder: Path, device: str, dtype: st
     model.config.use_cache = False  # no KV cache while training (and packing needs none)
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if device == "cuda":
+        _use_gpu_kernels(model)
     if recipe.method == "full":
         return model, tokenizer
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -399,6 +401,19 @@ def _load_for_training(recipe: TrainRecipe, folder: Path, device: str, dtype: st
         if param.requires_grad:
             param.data = param.data.float()  # adapters train in fp32 under bf16 autocast
     return model, tokenizer
+
+
+def _use_gpu_kernels(model: Any) -> None:
+    """On a GPU, the Triton kernels of the top-level `kernels` package: fused linear +
+    cross-entropy (no [tokens, vocab] logits), RMSNorm and SwiGLU, patched per module instance
+    so the peft and DDP wrappers added later keep them. Where the package or triton cannot be
+    imported (the repository root not on sys.path), the model stays as it is: the loss then goes
+    through workbench.finetune.loss like on a CPU."""
+    try:
+        from kernels import patch_llama
+    except ImportError:
+        return
+    patch_llama(model, training=True)
 
 
 def _autocast(device: str, dtype: str, method: str) -> Any:
