@@ -266,7 +266,6 @@ def run_preference(
 ) -> dict:
     """Train `recipe` (objective dpo or orpo) and save the adapter or model. See the docstring."""
     import torch
-    from transformers import get_scheduler
 
     from workbench.data.prefs import read_pairs
     from workbench.finetune import trainer as sft
@@ -294,13 +293,7 @@ def run_preference(
     steps_per_epoch = max(1, math.ceil(len(train) / per_step))
     total_steps = recipe.max_steps or max(1, math.ceil(recipe.epochs * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    scheduler = get_scheduler(
-        "constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
-        optimizer,
-        num_warmup_steps=round(recipe.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    optimizer, scheduler = sft._optimizer_and_schedule(params, recipe, total_steps)
     autocast = sft._autocast(device, dtype, recipe.method)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "seconds": 0.0}
     checkpoint = latest_checkpoint(run_dir)

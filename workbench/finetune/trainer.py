@@ -158,15 +158,7 @@ def run_train(
     total_steps = recipe.max_steps or max(1, math.ceil(recipe.epochs * steps_per_epoch))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(
-        "constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
-        optimizer,
-        num_warmup_steps=round(recipe.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    optimizer, scheduler = _optimizer_and_schedule(params, recipe, total_steps)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "seconds": 0.0}
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
@@ -401,6 +393,21 @@ def _load_for_training(recipe: TrainRecipe, folder: Path, device: str, dtype: st
         if param.requires_grad:
             param.data = param.data.float()  # adapters train in fp32 under bf16 autocast
     return model, tokenizer
+
+
+def _optimizer_and_schedule(params: list, recipe: TrainRecipe, total_steps: int) -> tuple:
+    """AdamW over the trainable parameters and the recipe's learning-rate schedule."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
+        optimizer,
+        num_warmup_steps=round(recipe.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    return optimizer, scheduler
 
 
 def _use_gpu_kernels(model: Any) -> None:
