@@ -58,7 +58,9 @@ def test_uploads_over_the_demo_limit_are_refused_and_nothing_is_saved(workspace,
     monkeypatch.setenv("WORKBENCH_DEMO", "1")
     with pytest.raises(InvalidInput, match="over the 20 MB upload limit"):
         save_upload(workspace, "big.jsonl", b"x" * (21 * 2**20))
-    assert not (workspace.root / "uploads").exists() or not any((workspace.root / "uploads").iterdir())
+    assert not (workspace.root / "uploads").exists() or not any(
+        (workspace.root / "uploads").iterdir()
+    )
     assert save_upload(workspace, "small.jsonl", b'{"text": "hi"}\n').is_file()
 
 
