@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def workbench(*args: str, home, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "workbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+from tests.integration.cli_run import workbench
 
 
 @pytest.mark.integration

@@ -10,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_run import workbench
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "assets" / "data" / "instructions_bilingual.jsonl"
-
-
-def workbench(*args: str, home, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "workbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

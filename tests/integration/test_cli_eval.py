@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def workbench(*args: str, home, cwd=None, timeout: float = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "workbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
+from tests.integration.cli_run import workbench
 
 
 @pytest.mark.integration
