@@ -24,16 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
-
-def require_cuda() -> None:
-    if not torch.cuda.is_available():
-        print(
-            "This benchmark needs a CUDA GPU: the Triton kernels do not run compiled on a CPU. "
-            "Correctness on CPU: .venv/bin/pytest tests/kernels (Triton's interpreter).",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+from gpu_check import require_cuda  # noqa: E402  (bench/, the script's folder)
 
 
 def eager_loss(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

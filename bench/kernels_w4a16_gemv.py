@@ -24,21 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from gpu_check import require_cuda  # noqa: E402  (bench/, the script's folder)
 
 # Datasheet HBM bandwidth, GB/s, by a substring of torch.cuda.get_device_name().
 PEAK_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
             "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "A10G": 600, "4090": 1008}  # fmt: skip
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 32000)]  # (in, out)
-
-
-def require_cuda() -> None:
-    if not torch.cuda.is_available():
-        print(
-            "This benchmark needs a CUDA GPU: the Triton kernels do not run compiled on a CPU. "
-            "Correctness on CPU: .venv/bin/pytest tests/kernels (Triton's interpreter).",
-            file=sys.stderr,
-        )
-        sys.exit(2)
 
 
 def median_ms(fn, repeats: int) -> float:

@@ -397,12 +397,7 @@ def run_preference(
     if not recipe.probe_every or state["step"] % recipe.probe_every:
         probe.answers(state["step"])
     metrics = {
-        "steps": state["step"],
-        "epochs": round(state["step"] / steps_per_epoch, 3),
-        "train_tokens": state["tokens"],
-        "train_seconds": round(state["seconds"], 1),
-        "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9), 1),
-        "final_loss": round(state["loss"], 5) if "loss" in state else None,
+        **sft._run_metrics(state, steps_per_epoch),
         "method": recipe.method,
         "objective": objective,
         "beta": recipe.beta,

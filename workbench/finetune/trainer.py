@@ -271,12 +271,7 @@ def run_train(
     if (not recipe.probe_every or state["step"] % recipe.probe_every) and ranks.main:
         probe.answers(state["step"])
     metrics = {
-        "steps": state["step"],
-        "epochs": round(state["step"] / steps_per_epoch, 3),
-        "train_tokens": state["tokens"],
-        "train_seconds": round(state["seconds"], 1),
-        "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9), 1),
-        "final_loss": round(state["loss"], 5) if "loss" in state else None,
+        **_run_metrics(state, steps_per_epoch),
         "eval_loss": last_eval,
         "method": recipe.method,
         "objective": objective,
@@ -393,6 +388,18 @@ def _load_for_training(recipe: TrainRecipe, folder: Path, device: str, dtype: st
         if param.requires_grad:
             param.data = param.data.float()  # adapters train in fp32 under bf16 autocast
     return model, tokenizer
+
+
+def _run_metrics(state: dict, steps_per_epoch: int) -> dict:
+    """What every training run reports at its end: steps, epochs, tokens, time, final loss."""
+    return {
+        "steps": state["step"],
+        "epochs": round(state["step"] / steps_per_epoch, 3),
+        "train_tokens": state["tokens"],
+        "train_seconds": round(state["seconds"], 1),
+        "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9), 1),
+        "final_loss": round(state["loss"], 5) if "loss" in state else None,
+    }
 
 
 def _optimizer_and_schedule(params: list, recipe: TrainRecipe, total_steps: int) -> tuple:
