@@ -8,13 +8,13 @@ a "running" job is this test process registered as its worker, with events writt
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import streamlit.testing.v1.app_test as app_test
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+from tests.app.apptest import REPO_ROOT, TIMEOUT, open_app, texts
 from workbench.i18n import t
 from workbench.jobs import (
     EVENTS_FILE,
@@ -27,39 +27,6 @@ from workbench.jobs import (
 )
 from workbench.progress import EventLog
 from workbench.recipes import GenerateRecipe
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 30  # the first render imports torch (hardware detection)
-
-
-def open_app(lang: str = "en", page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"lang": lang, **query})
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    """Everything a user reads on the page, as one string."""
-    parts = [
-        e.value
-        for kind in (
-            "title",
-            "subheader",
-            "markdown",
-            "caption",
-            "info",
-            "warning",
-            "error",
-            "success",
-            "code",
-        )
-        for e in at.get(kind)
-    ]
-    return "\n".join(str(p) for p in parts)
 
 
 def queued_job(ws, title: str = "say hi"):
