@@ -178,7 +178,7 @@ def test_cli_train_maps_method_dpo_to_the_objective(workspace):
     )  # fmt: skip
     recipe = train_recipe_from_args(args)
     assert (recipe.objective, recipe.method) == ("orpo", "full")
-    assert (recipe.epochs, recipe.learning_rate) == (2.0, 5e-4)  # the preset, for preferences
+    assert (recipe.epochs, recipe.learning_rate) == (1.0, 5e-4)  # the preset, for preferences
 
 
 def test_the_evaluation_task_scores_held_out_pairs(workspace, tiny_artifact, pairs_file):

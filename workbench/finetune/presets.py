@@ -92,9 +92,9 @@ PRESETS: dict[str, dict] = {
 # from a contrast, so fewer passes and a gentler learning rate than supervised fine-tuning
 # (bench/dpo_classroom.py measures the classroom one on the embedded model).
 PREFERENCE_CHANGES: dict[str, dict] = {
-    "classroom": {"epochs": 2.0, "learning_rate": 5e-4},
-    "qlora-classroom": {"epochs": 2.0, "learning_rate": 5e-4},
-    "full-classroom": {"epochs": 2.0, "learning_rate": 1e-5},
+    "classroom": {"epochs": 1.0, "learning_rate": 5e-4},
+    "qlora-classroom": {"epochs": 1.0, "learning_rate": 5e-4},
+    "full-classroom": {"epochs": 1.0, "learning_rate": 1e-5},
     "quality": {"epochs": 1.0, "learning_rate": 5e-5},
     "qlora-quality": {"epochs": 1.0, "learning_rate": 5e-5},
     "full-quality": {"epochs": 1.0, "learning_rate": 1e-6},
