@@ -8,7 +8,7 @@ demo space would) and `workbench serve` on the same workspace, queues a few smal
 runs every user at once:
 
 - a protocol user (`--users`) is one app session driven over Streamlit's own websocket
-  protocol (bench/streamlit_user.py): what the server sees from a browser tab, without a
+  protocol (tests/e2e/streamlit_user.py): what the server sees from a browser tab, without a
   browser's CPU — in a class the browsers run on the students' machines, not on the server. It
   opens Home, then switches within the same session to Jobs, Data › Import, Evaluate and Chat
   (as a click in the sidebar does), pausing a little between pages like a person, keeps the
@@ -44,8 +44,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.streamlit_user import StreamlitUser  # noqa: E402
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, free_port, start_app  # noqa: E402
+from tests.e2e.streamlit_user import StreamlitUser  # noqa: E402
 from workbench import jobs  # noqa: E402
 from workbench.i18n import t  # noqa: E402
 from workbench.models import _link_or_copy, ensure_default_model  # noqa: E402
