@@ -26,6 +26,7 @@ from workbench.limits import Limits, current_limits
 from workbench.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent
+SIDEBAR_POLL_S = 5  # the running-jobs box, while jobs are active; every open tab polls
 
 st.set_page_config(page_title="Workbench", layout="wide")
 if (ROOT / "assets" / "style.css").is_file():
@@ -61,7 +62,10 @@ def active_jobs(ws: Workspace) -> list:
 def show_active_jobs(ws: Workspace, lang: str, shown: tuple[str, ...]) -> None:
     """Running and queued jobs with their progress; reruns the whole app when the set changes."""
     try:
-        jobs = active_jobs(ws)
+        # A full run has just listed them (below); its timer's reruns list them again.
+        jobs = st.session_state.pop("sidebar_jobs", None)
+        if jobs is None:
+            jobs = active_jobs(ws)
     except WorkbenchError as exc:
         st.error(error_text(exc, lang))
         return
@@ -134,10 +138,12 @@ with st.sidebar:
     st.session_state["hardware"] = hardware()  # pages read the same cached object
     st.markdown(hardware_summary(st.session_state["hardware"], lang))
     try:
-        shown = tuple(job.id for job in active_jobs(ws))
+        st.session_state["sidebar_jobs"] = listed = active_jobs(ws)
     except WorkbenchError:
-        shown = ()  # the fragment below shows the error
-    st.fragment(show_active_jobs, run_every=3 if shown else None)(ws, lang, shown)
+        st.session_state.pop("sidebar_jobs", None)
+        listed = []  # the fragment below lists them again and shows the error
+    shown = tuple(job.id for job in listed)
+    st.fragment(show_active_jobs, run_every=SIDEBAR_POLL_S if shown else None)(ws, lang, shown)
 
 home = st.Page(ROOT / "pages" / "home.py", title=t("nav.home", lang), icon=":material/home:")
 jobs = st.Page(ROOT / "pages" / "jobs.py", title=t("nav.jobs", lang), icon=":material/list_alt:")

@@ -81,7 +81,7 @@ def show_prompts(recipe: EvalRecipe) -> None:
 
 
 def show_job(job_id: str) -> None:
-    """The running (or finished) evaluation job, re-read every two seconds while active."""
+    """The running (or finished) evaluation job, re-read every three seconds while active."""
     try:
         job = get_job(ws, job_id)
     except WorkbenchError as exc:
@@ -136,4 +136,4 @@ job_id = st.session_state.get("ev_job") or (recent[0].id if recent else None)
 if job_id:
     st.subheader(t("eval.job_title", lang))
     active = any(job.id == job_id and job.active for job in recent)
-    st.fragment(show_job, run_every=2 if active else None)(job_id)
+    st.fragment(show_job, run_every=3 if active else None)(job_id)

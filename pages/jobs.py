@@ -1,6 +1,6 @@
 """Jobs: every job in the workspace, and one in detail — live progress, metrics, log, cancel.
 
-The live part re-reads the job's run folder every two seconds while the job is active, so any
+The live part re-reads the job's run folder every three seconds while the job is active, so any
 number of browser sessions can watch the same job, and a reload re-attaches to it.
 """
 
@@ -143,5 +143,5 @@ else:
         )
     )
     show_recipe(job)
-    live = st.fragment(show_live, run_every=2 if job.active else None)
+    live = st.fragment(show_live, run_every=3 if job.active else None)
     live(job.id, job.active)

@@ -2,7 +2,7 @@
 preference accuracy —, probe answers, cancel and resume), what to do with its result (merge,
 chat), and several runs compared.
 
-The live part re-reads the job's run folder every two seconds while the job is active, so a
+The live part re-reads the job's run folder every three seconds while the job is active, so a
 reload or a second browser re-attaches to it; a resumed job continues the same curve.
 """
 
@@ -194,7 +194,7 @@ else:
         st.error(error_text(exc, lang))
         recipe = TrainRecipe(data="?", out="unknown")
     st.caption(t("runs.meta", lang, run_dir=job.run_dir, **recipe_to_dict(recipe)))
-    st.fragment(show_live, run_every=2 if job.active else None)(job.id, job.active)
+    st.fragment(show_live, run_every=3 if job.active else None)(job.id, job.active)
     show_result(job, recipe)
     st.divider()
     show_compare(by_id)

@@ -487,9 +487,15 @@ def dispatch(ws: Workspace) -> list[str]:
         return []
     slots = _slots()
     started: list[str] = []
-    with _db(ws) as conn:  # most calls find nothing queued: no writer lock for them
-        if conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone() is None:
-            return started
+    with _db(ws) as conn:  # most calls find nothing that may start: no writer lock for them
+        waiting = {
+            row[0] for row in conn.execute("SELECT resource FROM jobs WHERE status = 'queued'")
+        }
+        busy = Counter(
+            row[0] for row in conn.execute("SELECT resource FROM jobs WHERE status = 'running'")
+        )
+    if all(busy[resource] >= slots.get(resource, 1) for resource in waiting):
+        return started  # also when nothing is queued; a worker that ends dispatches again
     with _db(ws, write=True) as conn:
         running = Counter(
             row["resource"]
@@ -609,21 +615,23 @@ def reconcile(ws: Workspace) -> None:
     A "running" job whose worker is gone (pid missing, zombie, or reused) becomes failed with
     the end of its log, or cancelled if a cancel was asked for. A cancel whose grace period has
     passed gets SIGTERM, then SIGKILL `TERM_TO_KILL_S` later. Cheap enough to call on every
-    page refresh.
+    page refresh: it takes the writer lock only when some running job needs one of these.
     """
     if not ws.db_path.exists():
         return
-    with _db(ws) as conn:  # the usual case, nothing active, takes no writer lock
-        active = conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
-        ).fetchone()[0]
-    if not active:
+    with _db(ws) as conn:  # the usual case, nothing to do, takes no writer lock
+        running = conn.execute("SELECT * FROM jobs WHERE status = 'running'").fetchall()
+        queued = conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone()
+    if not any(_due(row, time.time()) for row in running):
+        if queued is not None:
+            dispatch(ws)
         return
     now = time.time()
     with _db(ws, write=True) as conn:
         for row in conn.execute("SELECT * FROM jobs WHERE status = 'running'").fetchall():
             job_id, pid, pid_created = row["id"], row["pid"], row["pid_created"]
-            if not _alive(pid, pid_created):
+            action = _due(row, now)
+            if action == "gone":
                 if row["cancel_requested"]:
                     status, error = "cancelled", ""
                     line = "the worker stopped after the cancel request"
@@ -638,17 +646,28 @@ def reconcile(ws: Workspace) -> None:
                     {"status": status, "error": error, "finished": _now()},
                     only_if=("running",),
                 )
-                continue
-            if not row["cancel_requested"] or row["cancel_at"] is None:
-                continue
-            grace = row["cancel_grace_s"] or 0.0
-            if row["term_sent_at"] is None and now >= row["cancel_at"] + grace:
+            elif action == "term":
                 _signal_worker(pid, pid_created, signal.SIGTERM)
                 _update(conn, ws, job_id, {"term_sent_at": now})
-            elif row["term_sent_at"] is not None and now >= row["term_sent_at"] + TERM_TO_KILL_S:
+            elif action == "kill":
                 _signal_worker(pid, pid_created, signal.SIGKILL)
-                _record_killed(conn, ws, job_id, grace)
+                _record_killed(conn, ws, job_id, row["cancel_grace_s"] or 0.0)
     dispatch(ws)
+
+
+def _due(row: sqlite3.Row, now: float) -> str | None:
+    """What `reconcile` must do about a running job: "gone" (its worker died), "term" or
+    "kill" (a cancel's grace, or the time after SIGTERM, is over), or None."""
+    if not _alive(row["pid"], row["pid_created"]):
+        return "gone"
+    if not row["cancel_requested"] or row["cancel_at"] is None:
+        return None
+    grace = row["cancel_grace_s"] or 0.0
+    if row["term_sent_at"] is None and now >= row["cancel_at"] + grace:
+        return "term"
+    if row["term_sent_at"] is not None and now >= row["term_sent_at"] + TERM_TO_KILL_S:
+        return "kill"
+    return None
 
 
 def _record_killed(conn: sqlite3.Connection, ws: Workspace, job_id: str, grace_s: float) -> None:
