@@ -4,8 +4,9 @@
     python bench/load_users.py --users 3 --browsers 1 --api-users 2 --jobs 1   # a quick check
 
 Starts, on 127.0.0.1 only, `streamlit run app.py` (WORKBENCH_LIMIT_TOKENS caps answers, as a
-demo space would) and `workbench serve` on the same workspace, queues a few small jobs, then
-runs every user at once:
+demo space would) and `workbench serve` on the same workspace, queues a few generation jobs
+(long enough to be active while users browse, so every tab's job box polls), then runs every
+user at once:
 
 - a protocol user (`--users`) is one app session driven over Streamlit's own websocket
   protocol (tests/e2e/streamlit_user.py): what the server sees from a browser tab, without a
@@ -260,6 +261,9 @@ def main() -> int:
     parser.add_argument("--api-users", type=int, default=20, help="API users")
     parser.add_argument("--rounds", type=int, default=1, help="visits of every page per user")
     parser.add_argument("--jobs", type=int, default=3, help="small jobs queued before the load")
+    parser.add_argument(
+        "--job-tokens", type=int, default=200, help="tokens each job generates (keeps it active)"
+    )
     parser.add_argument("--think", type=float, default=2.0, help="seconds between clicks")
     args = parser.parse_args()
 
@@ -271,7 +275,10 @@ def main() -> int:
     app = start_app(home, port, {"WORKBENCH_LIMIT_TOKENS": str(ANSWER_TOKENS)})
     server, url = start_server(home)
     queued = [
-        jobs.submit(ws, GenerateRecipe(model="default", prompts=[f"Say {i}."], max_new_tokens=8))
+        jobs.submit(
+            ws,
+            GenerateRecipe(model="default", prompts=[f"Say {i}."], max_new_tokens=args.job_tokens),
+        )
         for i in range(args.jobs)
     ]
     report = new_report()
