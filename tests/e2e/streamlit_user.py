@@ -4,9 +4,11 @@ What the server sees from a browser tab, without a browser's CPU: one websocket 
 `/_stcore/stream`, `BackMsg.rerun_script` requests (open a page, switch pages in the same
 session as a sidebar click does, submit a chat message), and the `ForwardMsg` stream back — the
 page's elements, `script_finished`, and the `auto_rerun` timers of `st.fragment(run_every=...)`,
-which this client keeps running like the browser does. The messages are Streamlit's own
+which this client keeps running like the browser does (dropped on a page change and at the
+start of every full run, kept through fragment runs). The messages are Streamlit's own
 protobufs (`streamlit.proto`); the protocol was read from streamlit 1.67's
-`web/server/starlette/starlette_websocket.py` and `runtime/app_session.py`.
+`web/server/starlette/starlette_websocket.py` and `runtime/app_session.py`, and the timer
+handling from its frontend bundle (`handleAutoRerun`, `cleanupAutoReruns`).
 
     user = await StreamlitUser.connect("http://127.0.0.1:8501", page="")  # Home
     run = await user.open_page("jobs")           # same session, like a sidebar click
@@ -77,10 +79,11 @@ class StreamlitUser:
         self._ws = None
         self._reader: asyncio.Task | None = None
         self._timers: dict[str, asyncio.Task] = {}
+        self._intervals: dict[str, float] = {}
         self._finished: asyncio.Queue = asyncio.Queue()
         self._cache: dict[str, ForwardMsg] = {}  # hash -> message, for `ref_hash` replies
         self._compile_error = ""
-        self._closed = asyncio.Event()
+        self.closed_reason = ""
 
     @classmethod
     async def connect(
@@ -96,8 +99,14 @@ class StreamlitUser:
         """
         user = cls(base_url, query)
         url = user.base_url.replace("http", "ws", 1) + "/_stcore/stream"
+        # No keepalive pings: a browser sends none, and a busy server that answers one late
+        # would have this client hang up where a browser waits.
         user._ws = await ws_connect(
-            url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout
+            url,
+            subprotocols=["streamlit"],
+            max_size=None,
+            open_timeout=timeout,
+            ping_interval=None,
         )
         user._reader = asyncio.create_task(user._read())
         user.page = page
@@ -111,6 +120,7 @@ class StreamlitUser:
             raise KeyError(f"no page {page!r}; the app has {sorted(self.pages)}")
         self.page = page
         self.query = ""  # a browser drops the query string when the page changes
+        self._stop_timers()  # as the browser does; the new page's run starts its own
         start = time.monotonic()
         await self._send_rerun(page_hash=self.pages[page])
         return await self._wait_run(start, timeout)
@@ -161,8 +171,7 @@ class StreamlitUser:
         return "\n".join(parts)
 
     async def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        self._stop_timers()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -195,6 +204,10 @@ class StreamlitUser:
         """Wait for the end of a full run (fragment runs and runs cut short by st.rerun don't
         count) and describe the page as it stands then."""
         deadline = start + timeout
+        await self._until_finished(deadline, timeout)
+        return self._describe(start)
+
+    async def _until_finished(self, deadline: float, timeout: float) -> None:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -206,9 +219,17 @@ class StreamlitUser:
                     f"page {self.page!r} did not finish within {timeout:.0f} s"
                 ) from None
             if status is None:
-                raise ConnectionError("the server closed the websocket")
+                raise ConnectionError(f"the websocket closed: {self.closed_reason}")
             if status in (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):
-                break
+                return
+
+    def _stop_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._intervals.clear()
+
+    def _describe(self, start: float) -> PageRun:
         headings = [
             e.heading.body for _, e in self.tree.of_type("heading") if e.heading.tag == "h1"
         ]
@@ -244,9 +265,12 @@ class StreamlitUser:
                 elif msg.metadata.cacheable and msg.hash:
                     self._cache[msg.hash] = msg
                 self._handle(msg)
-        except Exception:  # a closed socket ends the session; waiters hear it below
-            pass
+        except Exception as exc:  # a closed socket ends the session; waiters hear it below
+            self.closed_reason = f"{type(exc).__name__}: {exc}"
         finally:
+            if not self.closed_reason:
+                code, reason = self._ws.close_code, self._ws.close_reason
+                self.closed_reason = f"code {code} {reason or ''}".strip()
             self._finished.put_nowait(None)
 
     def _handle(self, msg: ForwardMsg) -> None:
@@ -256,9 +280,7 @@ class StreamlitUser:
             self.session_id = msg.new_session.initialize.session_id or self.session_id
             if not msg.metadata.run.fragment_ids:  # a full run redraws the page
                 self.tree.clear()
-                for timer in self._timers.values():
-                    timer.cancel()
-                self._timers.clear()
+                self._stop_timers()
         elif kind == "delta":
             path = tuple(msg.metadata.delta_path)
             delta = getattr(msg.delta, msg.delta.WhichOneof("type") or "new_element")
@@ -277,14 +299,16 @@ class StreamlitUser:
         elif kind == "page_info_changed":
             self.query = msg.page_info_changed.query_string
         elif kind == "auto_rerun":
-            fragment = msg.auto_rerun.fragment_id
+            fragment, interval = msg.auto_rerun.fragment_id, msg.auto_rerun.interval
+            if self._intervals.get(fragment) == interval:
+                return  # the browser keeps a timer that already ticks at this pace
             if fragment in self._timers:
                 self._timers[fragment].cancel()
-            self._timers[fragment] = asyncio.create_task(
-                self._auto_rerun(fragment, msg.auto_rerun.interval)
-            )
+            self._intervals[fragment] = interval
+            self._timers[fragment] = asyncio.create_task(self._auto_rerun(fragment, interval))
         elif kind == "stop_auto_rerun":
             for fragment in msg.stop_auto_rerun.fragment_ids:
+                self._intervals.pop(fragment, None)
                 timer = self._timers.pop(fragment, None)
                 if timer is not None:
                     timer.cancel()
