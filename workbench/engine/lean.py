@@ -19,11 +19,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from workbench import cpu_gemv
 from workbench.engine.batching import TokenScores
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 WEIGHT_FORMATS = ("model", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
+# torch's int8/int4 CPU kernels are fast only with bf16 inputs (measured on AVX2: int4 0.5 ms
+# against 13 ms with fp32 inputs for a 3072x576 matmul), so packed layers take their inputs in
+# bf16 and hand back the activation dtype; everything between the matmuls (norms, rotary,
+# attention, the cache) stays in the model's dtype, which on a CPU without native bf16 is the
+# fast one.
+KERNEL_DTYPE = torch.bfloat16
+# Up to this many rows (decoding a few streams) packed layers use Workbench's AVX2 kernels; for
+# more, torch's int4 kernel is faster (bench/RESULTS.md, "AVX2 kernels").
+AVX2_MAX_ROWS = 4
 REFINE_TOP = 64  # candidates a packed head passes to the dense head
 
 
@@ -60,21 +70,32 @@ class PackedLinear:
     int8 is per output channel, symmetric; int4 is per group of 32 inputs with a scale and a
     minimum (the layout of torch's `_weight_int4pack_mm_for_cpu`). Weights whose values already
     lie on such a grid (a model dequantized from a GGUF Q4 file) lose nothing in int4.
+
+    Packed weights are held twice where the AVX2 kernels build (workbench/cpu_gemv.py): in their
+    layout for decoding (up to AVX2_MAX_ROWS rows, float32 activations; 1.3x faster a step
+    than torch's kernels on AVX2, bench/RESULTS.md) and in torch's for prompts and batches.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: str, act: torch.dtype):
         self.fmt = fmt
+        self.act = act
         self.bias = None if bias is None else bias.detach().to(act)
         self.out_features = weight.shape[0]
         weight = weight.detach()
+        self.fast: tuple | None = None  # (cpu_gemv function, its weights) for a few rows
         if fmt == "int8":
             w = weight.float()
             scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
             self.weight = torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8)
-            self.scale = scale.to(act)
+            self.scale = scale.to(KERNEL_DTYPE)
+            if cpu_gemv.available():
+                self.fast = (cpu_gemv.int8_matmul, (self.weight, scale))
         elif fmt == "int4":
-            packed, scales = _pack_int4(weight.float())
-            self.weight, self.scale = packed, scales.to(act)
+            codes, scale, low = _int4_codes(weight.float())
+            self.weight, scales_and_zeros = _pack_int4(codes, scale, low)
+            self.scale = scales_and_zeros.to(KERNEL_DTYPE)
+            if cpu_gemv.available():
+                self.fast = (cpu_gemv.int4_matmul, (cpu_gemv.pack_int4(codes), scale, low))
         elif fmt == "bfloat16":
             self.weight = weight.to(torch.bfloat16)
         else:
@@ -82,34 +103,44 @@ class PackedLinear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if self.fmt == "int8":
-            y = torch.ops.aten._weight_int8pack_mm(
-                x.reshape(-1, shape[-1]), self.weight, self.scale
-            )
-            y = y.reshape(*shape[:-1], self.out_features)
-        elif self.fmt == "int4":
-            flat = x.reshape(-1, shape[-1])
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                flat, self.weight, INT4_GROUP, self.scale
-            )
-            y = y.reshape(*shape[:-1], self.out_features)
+        if self.fast is not None and x.numel() <= AVX2_MAX_ROWS * shape[-1]:
+            function, weights = self.fast
+            y = function(x, *weights).to(self.act)
+        elif self.fmt in ("int8", "int4"):
+            flat = x.reshape(-1, shape[-1]).to(KERNEL_DTYPE)
+            if self.fmt == "int8":
+                y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
+            else:
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                    flat, self.weight, INT4_GROUP, self.scale
+                )
+            y = y.reshape(*shape[:-1], self.out_features).to(self.act)
         else:
             y = F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def nbytes(self) -> int:
+        """Bytes one decode step reads (one of the two copies of packed weights)."""
         extra = getattr(self, "scale", None)
         return self.weight.nbytes + (extra.nbytes if extra is not None else 0)
 
 
-def _pack_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 with groups of INT4_GROUP inputs, packed for the CPU kernel."""
+def _int4_codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 with groups of INT4_GROUP inputs: codes [N, K] in 0..15, and the scale
+    and minimum [N, K / INT4_GROUP] of each group (w = code * scale + low)."""
     n, k = w.shape
     groups = w.reshape(n, k // INT4_GROUP, INT4_GROUP)
     low, high = groups.amin(-1), groups.amax(-1)
     scale = ((high - low) / 15.0).clamp_min(1e-12)
-    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(n, k), 1)
+    codes = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)
+    return codes.reshape(n, k).to(torch.uint8), scale.contiguous(), low.contiguous()
+
+
+def _pack_int4(
+    codes: torch.Tensor, scale: torch.Tensor, low: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes, scales and minimums in the layout of torch's `_weight_int4pack_mm_for_cpu`."""
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
     # The kernel computes (q - 8) * scale + zero, so zero = low + 8 * scale.
     scales_and_zeros = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
     return packed, scales_and_zeros
@@ -159,12 +190,9 @@ class LeanModel:
         inner = model.model
         self.device = next(model.parameters()).device
         param_dtype = next(model.parameters()).dtype
-        # Activations stay in the model's dtype; bf16 weights take bf16 activations, and so do
-        # packed weights: torch's int8/int4 CPU kernels are fast only with bf16 inputs (measured
-        # on AVX2: int4 0.5 ms against 13 ms with fp32 inputs for a 3072x576 matmul).
-        self.act = param_dtype
-        if weights in ("bfloat16", "int8", "int4"):
-            self.act = torch.bfloat16
+        # Activations stay in the model's dtype (packed layers convert their inputs, see
+        # KERNEL_DTYPE); bf16 weights take bf16 activations.
+        self.act = torch.bfloat16 if weights == "bfloat16" else param_dtype
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads

@@ -138,6 +138,7 @@ class LocalEngine:
         runner: str = "auto",
     ) -> None:
 
+        from workbench import cpu_gemv
         from workbench.engine.lean import LeanModel, supports
         from workbench.engine.runners import HFRunner
 
@@ -168,6 +169,9 @@ class LocalEngine:
                 model, slots=slots, max_len=self.max_len, weights=chosen, head=head
             )
             self.path = f"lean decode loop, weights {chosen}, head {head}"
+            if chosen in ("int8", "int4"):
+                why = cpu_gemv.why_unavailable()
+                self.path += f", torch's kernels ({why})" if why else ", AVX2 kernels"
             del model  # the lean model holds (or shares) every weight it needs
         self.weights = self.runner.weights
         self.dtype = str(getattr(self.runner, "act", loaded.dtype)).replace("torch.", "")

@@ -1,10 +1,15 @@
 """Quantized linear layers, and swapping them into a model.
 
 `Int8Linear` and `Int4Linear` hold their weights quantized (see schemes.py) and compute
-`x @ W.T (+ bias)`. On the CPU they call torch's weight-only kernels, which read the small
-weights directly (`_weight_int8pack_mm`, and `_weight_int4pack_mm_for_cpu` after a one-time
-repacking); elsewhere (CUDA, or with `WORKBENCH_QUANT_REFERENCE=1`) they dequantize to the
-activation dtype and call `F.linear` — the reference path the tests compare the kernels with.
+`x @ W.T (+ bias)`, reading the small weights directly where a kernel can:
+- up to KERNEL_MAX_ROWS rows (decoding) on a CPU with AVX2: Workbench's own kernels
+  (workbench/cpu_gemv.py), float32 activations;
+- the same rows on other CPUs: torch's weight-only kernels (`_weight_int8pack_mm`, and
+  `_weight_int4pack_mm_for_cpu` after a one-time repacking), with bfloat16 inputs: without
+  AVX-512 they are many times slower with float32 inputs (bench/RESULTS.md);
+- more rows (prompts, perplexity windows): the weight dequantized once, then the float GEMM.
+On CUDA, or with `WORKBENCH_QUANT_REFERENCE=1`, they dequantize to the activation dtype and call
+`F.linear` — the reference path the tests compare the kernels with.
 
     model = quantize_linears(model, {"model.layers.0.mlp.up_proj": "int4", ...}, group=128)
 """
@@ -12,11 +17,13 @@ activation dtype and call `F.linear` — the reference path the tests compare th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench import cpu_gemv
 from workbench.quantize.schemes import (
     dequantize_int4,
     dequantize_int8,
@@ -33,6 +40,8 @@ _CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # once; for a prompt or a perplexity window (hundreds of rows) dequantizing once and calling the
 # float GEMM is many times faster (measured: 512 rows, int8 kernel 8x slower than fp32 GEMM).
 KERNEL_MAX_ROWS = 16
+# The dtype the CPU kernels get their activations in (and return their results in).
+KERNEL_DTYPE = torch.bfloat16
 
 
 def use_kernels(x: torch.Tensor) -> bool:
@@ -45,9 +54,20 @@ def use_kernels(x: torch.Tensor) -> bool:
     )
 
 
+def kernel_matmul(
+    x: torch.Tensor, out_features: int, kernel: Callable[..., torch.Tensor], *weights: object
+) -> torch.Tensor:
+    """`kernel(rows, *weights)` on x's rows in KERNEL_DTYPE, reshaped back, in x's dtype."""
+    flat = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
+    y = kernel(flat, *weights)
+    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
+
+
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, with q int8 [out, in] and one scale per output row, or
-    (group > 0) one per group of `group` input columns (finer; no CPU kernel, dequantized)."""
+    (group > 0) one per group of `group` input columns (finer; torch has no kernel for it, so
+    without the AVX2 kernels decoding uses a dense copy in the activation dtype made on first
+    use — counted by the report's memory)."""
 
     def __init__(
         self, in_features: int, out_features: int, bias: bool = False, group: int = 0
@@ -58,6 +78,7 @@ class Int8Linear(nn.Module):
         shape = (out_features, in_features // group) if group else (out_features,)
         self.register_buffer("scales", torch.ones(shape))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._kernel: tuple | None = None  # (scales in KERNEL_DTYPE,) or (dense weight,)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group: int = 0) -> Int8Linear:
@@ -72,15 +93,30 @@ class Int8Linear(nn.Module):
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize_int8(self.qweight, self.scales).to(dtype)
 
+    def _kernel_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        wanted = dtype if self.group else KERNEL_DTYPE
+        if self._kernel is None or self._kernel[0].dtype != wanted:
+            made = self.dequantized(dtype) if self.group else self.scales.to(KERNEL_DTYPE)
+            self._kernel = (made,)
+        return self._kernel[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.group and use_kernels(x):
-            flat = x.reshape(-1, self.in_features)
-            scales = self.scales if self.scales.dtype == x.dtype else self.scales.to(x.dtype)
-            y = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.qweight, scales)
-            y = y.reshape(*x.shape[:-1], self.out_features)
+        if use_kernels(x) and cpu_gemv.available() and self.group % 32 == 0:
+            y = cpu_gemv.int8_matmul(x, self.qweight, self.scales).to(x.dtype)
+        elif use_kernels(x) and self.group:
+            y = F.linear(x, self._kernel_weights(x.dtype))
+        elif use_kernels(x):
+            scales = self._kernel_weights(x.dtype)
+            y = kernel_matmul(
+                x, self.out_features, torch.ops.aten._weight_int8pack_mm, self.qweight, scales
+            )
         else:
             y = F.linear(x, self.dequantized(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's own signature
+        self._kernel = None  # moved or cast: rebuild the kernel's copy on next use
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         per = f"group={self.group}" if self.group else "per row"
@@ -107,6 +143,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("zeros", torch.zeros(out_features, groups))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._kernel: tuple | None = None  # (packed weight, scales_and_zeros) for the CPU kernel
+        self._fast: tuple | None = None  # (packed codes, scales, lows) for the AVX2 kernel
 
     @classmethod
     def from_linear(
@@ -125,30 +162,45 @@ class Int4Linear(nn.Module):
         w = dequantize_int4(unpack_int4(self.qweight), self.scales, self.zeros, self.group)
         return w[:, : self.in_features].to(dtype)
 
-    def _kernel_weights(self, dtype: torch.dtype) -> tuple:
-        if self._kernel is None or self._kernel[1].dtype != dtype:
+    def _kernel_weights(self) -> tuple:
+        if self._kernel is None:
             codes = unpack_int4(self.qweight).to(torch.int32)
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.contiguous(), 1)
             scales_zeros = torch.stack([self.scales.t(), self.zeros.t()], dim=2)
-            self._kernel = (packed, scales_zeros.to(dtype).contiguous())
+            self._kernel = (packed, scales_zeros.to(KERNEL_DTYPE).contiguous())
         return self._kernel
 
+    def _fast_weights(self) -> tuple:
+        if self._fast is None:
+            scales = self.scales.float()
+            lows = self.zeros.float() - 8.0 * scales  # w = (q - 8) * scale + zero
+            packed = cpu_gemv.pack_int4(unpack_int4(self.qweight))
+            self._fast = (packed, scales.contiguous(), lows.contiguous())
+        return self._fast
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_kernels(x):
-            flat = x.reshape(-1, self.in_features)
+        if use_kernels(x) and cpu_gemv.available():
             if self.padded_in != self.in_features:
-                flat = F.pad(flat, (0, self.padded_in - self.in_features))
-            packed, scales_zeros = self._kernel_weights(x.dtype)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                flat.contiguous(), packed, self.group, scales_zeros
+                x = F.pad(x, (0, self.padded_in - self.in_features))
+            y = cpu_gemv.int4_matmul(x, *self._fast_weights()).to(x.dtype)
+        elif use_kernels(x):
+            if self.padded_in != self.in_features:
+                x = F.pad(x, (0, self.padded_in - self.in_features))
+            packed, scales_zeros = self._kernel_weights()
+            y = kernel_matmul(
+                x,
+                self.out_features,
+                torch.ops.aten._weight_int4pack_mm_for_cpu,
+                packed,
+                self.group,
+                scales_zeros,
             )
-            y = y.reshape(*x.shape[:-1], self.out_features)
         else:
             y = F.linear(x, self.dequantized(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's own signature
-        self._kernel = None  # moved or cast: rebuild the kernel's copy on next use
+        self._kernel = self._fast = None  # moved or cast: rebuild the kernels' copies on next use
         return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:

@@ -164,9 +164,9 @@ def memory_bytes(model: Any) -> int:
     total = 0
     tensors = list(model.parameters()) + list(model.buffers())
     for module in model.modules():
-        kernel = getattr(module, "_kernel", None)
-        if kernel:
-            tensors.extend(kernel)
+        for copy in (getattr(module, "_kernel", None), getattr(module, "_fast", None)):
+            if copy:
+                tensors.extend(copy)
     for tensor in tensors:
         if tensor.data_ptr() in seen:
             continue

@@ -1,0 +1,115 @@
+"""Weight-only int8 / int4 matrix products for CPUs with AVX2 (workbench/csrc/cpu_gemv.cpp).
+
+Decoding reads every weight once per token, so a CPU decodes as fast as its weights stream from
+memory. torch's own weight-only CPU kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`)
+are tuned for AVX-512; on an AVX2 CPU they run at about 2–3 GB/s of weights and want bfloat16
+activations. These read int8 or packed int4 weights, widen them to float32 in registers, and
+multiply-add with float32 activations (bench/cpu_gemv.py compares them).
+
+    from workbench import cpu_gemv
+    if cpu_gemv.available():
+        y = cpu_gemv.int8_matmul(x, q, scale)                  # scale per row [N] or group [N, G]
+        packed = cpu_gemv.pack_int4(codes)                      # codes uint8 [N, K] in 0..15
+        y = cpu_gemv.int4_matmul(x, packed, scale, low)        # w = code * scale + low per group
+
+They are for a few rows of activations (decoding): from a few dozen rows on, a float GEMM on
+weights dequantized once is faster.
+
+The C++ source is compiled on first use with torch's extension builder (gcc or clang, ninja) and
+cached under torch's extensions folder (TORCH_EXTENSIONS_DIR); that takes about a minute once.
+`available()` is False — and callers keep torch's kernels — on a CPU without AVX2 and FMA, when the
+build fails (no compiler: `why_unavailable()` says so), or with WORKBENCH_CPU_KERNELS=0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RUN = 32  # int4 inputs per 16 packed bytes; groups (one scale and low each) are whole runs
+SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_gemv.cpp"
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+
+
+@functools.lru_cache(maxsize=1)
+def _build() -> tuple[Any, str]:
+    """(the compiled module, "") or (None, why not)."""
+    if os.environ.get("WORKBENCH_CPU_KERNELS", "1") == "0":
+        return None, "turned off (WORKBENCH_CPU_KERNELS=0)"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return None, f"the CPU has no AVX2 (torch reports {capability})"
+    try:
+        from torch.utils.cpp_extension import load
+
+        module = load(
+            name="workbench_cpu_gemv",
+            sources=[str(SOURCE)],
+            extra_cflags=_FLAGS,
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # no compiler, no ninja, headers missing: keep torch's kernels
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"the C++ kernels did not build ({first[:200]})"
+    return module, ""
+
+
+def available() -> bool:
+    """Whether the AVX2 kernels can run here (builds them on the first call)."""
+    return _build()[0] is not None
+
+
+def why_unavailable() -> str:
+    """ "" when available, else the reason in a few words."""
+    return _build()[1]
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] for int4_matmul from codes [N, K] (values 0..15, K a multiple of 32):
+    in each run of 32 inputs, byte j holds input j (low nibble) and input j + 16 (high)."""
+    n, k = codes.shape
+    if k % RUN:
+        raise ValueError(f"int4 needs a multiple of {RUN} inputs, got {k}")
+    runs = codes.to(torch.uint8).reshape(n, k // RUN, 2, RUN // 2)
+    return (runs[:, :, 0] | (runs[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The codes [N, K] that `pack_int4` packed."""
+    n, half = packed.shape
+    runs = packed.reshape(n, half // (RUN // 2), RUN // 2)
+    return torch.stack([runs & 0x0F, runs >> 4], dim=2).reshape(n, half * 2)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).float().contiguous()
+
+
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [..., K] @ W.T with W = q [N, K] int8 times scale [N] (per row), or times scale [N, G]
+    (per group of K / G inputs, a multiple of 32); result [..., N] in float32."""
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"The AVX2 kernels are not available: {why}.")
+    y = module.int8_matmul(_rows(x), q.contiguous(), scale.float().contiguous())
+    return y.reshape(*x.shape[:-1], q.shape[0])
+
+
+def int4_matmul(
+    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, low: torch.Tensor
+) -> torch.Tensor:
+    """x [..., K] @ W.T with W[n, k] = code * scale[n, g] + low[n, g] for k in group g (scale
+    and low are [N, G]; a group is K / G inputs, a multiple of 32) and the codes packed by
+    `pack_int4`; result [..., N] in float32."""
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"The AVX2 kernels are not available: {why}.")
+    y = module.int4_matmul(
+        _rows(x), packed.contiguous(), scale.float().contiguous(), low.float().contiguous()
+    )
+    return y.reshape(*x.shape[:-1], packed.shape[0])

@@ -1,0 +1,250 @@
+// Weight-only int8 / int4 matrix products for x86 CPUs with AVX2 and FMA (see workbench/cpu_gemv.py).
+//
+// Decoding one token multiplies a few rows of activations by every weight matrix once, so its
+// speed is how fast the weights stream from memory. These kernels read int8 or packed int4
+// weights, widen them to float32 in registers and multiply-add with float32 activations: a quarter
+// (int8) or an eighth (int4) of the bytes of the float32 product, with float32 arithmetic.
+//
+//   int8_matmul(x [M,K] f32, q [N,K] int8, scale [N] or [N,G] f32)       -> [M,N] f32
+//       y[m,n] = scale[n] * sum_k x[m,k] q[n,k], or with G groups of K/G inputs (a multiple of
+//       32) sum_g scale[n,g] * sum_{k in g} x[m,k] q[n,k]
+//   int4_matmul(x [M,K] f32, q [N,K/2] uint8, scale [N,G], low [N,G] f32)   -> [M,N] f32
+//       G groups of K/G inputs (a multiple of 32); code c in 0..15 means c * scale + low. In
+//       each run of 32 inputs (16 bytes), byte j holds the code of input j in its low nibble
+//       and of input j + 16 in its high one.
+//
+// Rows of x go in blocks of up to 4 against a block of 32 weight rows (which stays in L2 while
+// the blocks of x pass over it); blocks of weight rows are spread over torch's threads.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace {
+
+constexpr int64_t kRowsX = 4;     // rows of x per pass over a weight block
+constexpr int64_t kRowsW = 32;    // weight rows per block
+constexpr int64_t kRun = 32;      // int4 inputs per 16 packed bytes
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 widen_i8(__m128i bytes) {  // the low 8 signed bytes as 8 floats
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+}
+
+inline __m256 widen_u8(__m128i bytes) {  // the low 8 unsigned bytes as 8 floats
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+}
+
+// R rows of x (R <= kRowsX) against weight rows [n0, n1). Two accumulators per row keep two
+// multiply-add chains in flight; one row of x gets four.
+template <int R>
+void int8_block(const float* x, int64_t ldx, const int8_t* q, const float* scale, float* y,
+                int64_t ldy, int64_t n0, int64_t n1, int64_t K) {
+  constexpr int A = R == 1 ? 4 : 2;
+  constexpr int64_t step = 8 * A;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* w = q + n * K;
+    __m256 acc[R][A];
+    for (int r = 0; r < R; ++r)
+      for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + step <= K; k += step) {
+      __m256 wv[A];
+      for (int a = 0; a < A; a += 2) {
+        __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k + 8 * a));
+        wv[a] = widen_i8(b);
+        wv[a + 1] = widen_i8(_mm_srli_si128(b, 8));
+      }
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + r * ldx + k;
+        for (int a = 0; a < A; ++a)
+          acc[r][a] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * a), wv[a], acc[r][a]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      __m256 total = acc[r][0];
+      for (int a = 1; a < A; ++a) total = _mm256_add_ps(total, acc[r][a]);
+      float s = hsum(total);
+      for (int64_t kk = k; kk < K; ++kk) s += x[r * ldx + kk] * static_cast<float>(w[kk]);
+      y[r * ldy + n] = s * scale[n];
+    }
+  }
+}
+
+// As int8_block with a scale per group of 32 * runs_per_group inputs.
+template <int R>
+void int8_grouped_block(const float* x, int64_t ldx, const int8_t* q, const float* scale,
+                        float* y, int64_t ldy, int64_t n0, int64_t n1, int64_t K, int64_t G) {
+  const int64_t runs = K / kRun, runs_per_group = runs / G;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* w = q + n * K;
+    const float* sc = scale + n * G;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < runs; ++g) {
+      __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * kRun));
+      __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * kRun + 16));
+      __m256 c0 = widen_i8(b0), c1 = widen_i8(_mm_srli_si128(b0, 8));
+      __m256 c2 = widen_i8(b1), c3 = widen_i8(_mm_srli_si128(b1, 8));
+      __m256 s = _mm256_set1_ps(sc[g / runs_per_group]);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + r * ldx + g * kRun;
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), c0);
+        __m256 u = _mm256_mul_ps(_mm256_loadu_ps(xr + 8), c1);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), c2, t);
+        u = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), c3, u);
+        acc[r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), s, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) y[r * ldy + n] = hsum(acc[r]);
+  }
+}
+
+// R rows of x against int4 weight rows [n0, n1), G groups a row. xsum[r * G + g] is the sum of
+// x's group g, which the group's `low` multiplies.
+template <int R>
+void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q,
+                const float* scale, const float* low, float* y, int64_t ldy, int64_t n0,
+                int64_t n1, int64_t K, int64_t G) {
+  const int64_t runs = K / kRun, runs_per_group = runs / G;
+  const __m128i nibble = _mm_set1_epi8(0x0F);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* w = q + n * (K / 2);
+    const float* sc = scale + n * G;
+    const float* lo = low + n * G;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < runs; ++g) {
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
+      __m128i first = _mm_and_si128(b, nibble);
+      __m128i second = _mm_and_si128(_mm_srli_epi16(b, 4), nibble);
+      __m256 c0 = widen_u8(first), c1 = widen_u8(_mm_srli_si128(first, 8));
+      __m256 c2 = widen_u8(second), c3 = widen_u8(_mm_srli_si128(second, 8));
+      __m256 s = _mm256_set1_ps(sc[g / runs_per_group]);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + r * ldx + g * kRun;
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), c0);
+        __m256 u = _mm256_mul_ps(_mm256_loadu_ps(xr + 8), c1);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), c2, t);
+        u = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), c3, u);
+        acc[r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), s, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float shift = 0.f;
+      for (int64_t g = 0; g < G; ++g) shift += lo[g] * xsum[r * G + g];
+      y[r * ldy + n] = hsum(acc[r]) + shift;
+    }
+  }
+}
+
+// Calls block(R, m, n0, n1) for every block of x rows and weight rows, weight blocks in parallel
+// where each thread gets at least kBytesPerThread of weights (a small matrix is not worth waking
+// threads for, and on a busy machine every parallel region waits for its slowest thread).
+constexpr int64_t kBytesPerThread = 256 * 1024;
+
+template <typename Block>
+void tile(int64_t M, int64_t N, int64_t row_bytes, const Block& block) {
+  const int64_t grain = std::max<int64_t>(1, kBytesPerThread / (kRowsW * row_bytes));
+  at::parallel_for(0, (N + kRowsW - 1) / kRowsW, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t n0 = b * kRowsW, n1 = std::min(N, n0 + kRowsW);
+      for (int64_t m = 0; m < M; m += kRowsX) block(std::min(kRowsX, M - m), m, n0, n1);
+    }
+  });
+}
+
+void check_x(const torch::Tensor& x, int64_t K) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+              "x must be a contiguous float32 matrix [M, K]");
+  TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " columns, the weights ", K);
+}
+
+}  // namespace
+
+torch::Tensor int8_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == torch::kInt8 && q.is_contiguous(),
+              "q must be a contiguous int8 matrix [N, K]");
+  const int64_t N = q.size(0), K = q.size(1), M = x.size(0);
+  check_x(x, K);
+  TORCH_CHECK(scale.scalar_type() == torch::kFloat32 && scale.is_contiguous() &&
+                  scale.size(0) == N && scale.dim() <= 2,
+              "scale must be contiguous float32 [N] or [N, groups]");
+  const int64_t G = scale.dim() == 2 ? scale.size(1) : 1;
+  TORCH_CHECK(G == 1 || (G > 0 && K % G == 0 && (K / G) % kRun == 0),
+              "groups must be a multiple of 32 inputs: K ", K, ", groups ", G);
+  auto y = torch::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const int8_t* qp = q.data_ptr<int8_t>();
+  const float* sp = scale.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  tile(M, N, K, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+    const float* xm = xp + m * K;
+    float* ym = yp + m * N;
+    if (G > 1) {
+      switch (rows) {
+        case 1: int8_grouped_block<1>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
+        case 2: int8_grouped_block<2>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
+        case 3: int8_grouped_block<3>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
+        default: int8_grouped_block<4>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
+      }
+      return;
+    }
+    switch (rows) {
+      case 1: int8_block<1>(xm, K, qp, sp, ym, N, n0, n1, K); break;
+      case 2: int8_block<2>(xm, K, qp, sp, ym, N, n0, n1, K); break;
+      case 3: int8_block<3>(xm, K, qp, sp, ym, N, n0, n1, K); break;
+      default: int8_block<4>(xm, K, qp, sp, ym, N, n0, n1, K); break;
+    }
+  });
+  return y;
+}
+
+torch::Tensor int4_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale,
+                          torch::Tensor low) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == torch::kUInt8 && q.is_contiguous(),
+              "q must be a contiguous uint8 matrix [N, K / 2]");
+  const int64_t N = q.size(0), K = q.size(1) * 2, M = x.size(0);
+  TORCH_CHECK(scale.dim() == 2 && scale.size(1) > 0, "scale must be [N, groups]");
+  const int64_t G = scale.size(1);
+  TORCH_CHECK(K % G == 0 && (K / G) % kRun == 0,
+              "groups must be a multiple of 32 inputs: K ", K, ", groups ", G);
+  check_x(x, K);
+  for (const auto* t : {&scale, &low})
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == N &&
+                    t->size(1) == G && t->is_contiguous(),
+                "scale and low must be contiguous float32 [N, groups]");
+  auto xsum = x.view({M, G, K / G}).sum(-1).contiguous();
+  auto y = torch::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* xs = xsum.data_ptr<float>();
+  const uint8_t* qp = q.data_ptr<uint8_t>();
+  const float* sp = scale.data_ptr<float>();
+  const float* lp = low.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  tile(M, N, K / 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+    const float* xm = xp + m * K;
+    const float* sm = xs + m * G;
+    float* ym = yp + m * N;
+    switch (rows) {
+      case 1: int4_block<1>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      case 2: int4_block<2>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      case 3: int4_block<3>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      default: int4_block<4>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+    }
+  });
+  return y;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("int8_matmul", &int8_matmul, "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
+  m.def("int4_matmul", &int4_matmul, "x @ W.T, int4 weights in groups, float32 activations");
+}
