@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-RUN = 32  # int4 inputs per 16 packed bytes; groups (one scale and low each) are whole runs
+RUN = 32  # inputs per step of the int4 kernel; groups (one scale and low each) are whole runs
 SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_gemv.cpp"
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 
@@ -71,19 +71,17 @@ def why_unavailable() -> str:
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """uint8 [N, K/2] for int4_matmul from codes [N, K] (values 0..15, K a multiple of 32):
-    in each run of 32 inputs, byte j holds input j (low nibble) and input j + 16 (high)."""
+    byte j holds input 2j (low nibble) and input 2j + 1 (high nibble)."""
     n, k = codes.shape
     if k % RUN:
         raise ValueError(f"int4 needs a multiple of {RUN} inputs, got {k}")
-    runs = codes.to(torch.uint8).reshape(n, k // RUN, 2, RUN // 2)
-    return (runs[:, :, 0] | (runs[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    codes = codes.to(torch.uint8)
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """The codes [N, K] that `pack_int4` packed."""
-    n, half = packed.shape
-    runs = packed.reshape(n, half // (RUN // 2), RUN // 2)
-    return torch.stack([runs & 0x0F, runs >> 4], dim=2).reshape(n, half * 2)
+    return torch.stack([packed & 0x0F, packed >> 4], dim=2).reshape(packed.shape[0], -1)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,10 @@
 //       y[m,n] = scale[n] * sum_k x[m,k] q[n,k], or with G groups of K/G inputs (a multiple of
 //       32) sum_g scale[n,g] * sum_{k in g} x[m,k] q[n,k]
 //   int4_matmul(x [M,K] f32, q [N,K/2] uint8, scale [N,G], low [N,G] f32)   -> [M,N] f32
-//       G groups of K/G inputs (a multiple of 32); code c in 0..15 means c * scale + low. In
-//       each run of 32 inputs (16 bytes), byte j holds the code of input j in its low nibble
-//       and of input j + 16 in its high one.
+//       G groups of K/G inputs (a multiple of 32); code c in 0..15 means c * scale + low. Byte
+//       j of a row holds the code of input 2j in its low nibble and of input 2j + 1 in its high
+//       one, so each 32-bit word holds 8 inputs in order: one broadcast, a shift per lane and
+//       a mask widen them (no byte shuffles, which have one execution port).
 //
 // Rows of x go in blocks of up to 4 against a block of 32 weight rows (which stays in L2 while
 // the blocks of x pass over it); blocks of weight rows are spread over torch's threads.
@@ -21,6 +22,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace {
 
@@ -37,10 +39,6 @@ inline float hsum(__m256 v) {
 
 inline __m256 widen_i8(__m128i bytes) {  // the low 8 signed bytes as 8 floats
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-}
-
-inline __m256 widen_u8(__m128i bytes) {  // the low 8 unsigned bytes as 8 floats
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
 }
 
 // R rows of x (R <= kRowsX) against weight rows [n0, n1). Two accumulators per row keep two
@@ -115,7 +113,14 @@ void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q
                 const float* scale, const float* low, float* y, int64_t ldy, int64_t n0,
                 int64_t n1, int64_t K, int64_t G) {
   const int64_t runs = K / kRun, runs_per_group = runs / G;
-  const __m128i nibble = _mm_set1_epi8(0x0F);
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i nibble = _mm256_set1_epi32(0x0F);
+  auto widen = [&](const uint8_t* word) {  // 8 codes of one 32-bit word as 8 floats
+    uint32_t bits;
+    std::memcpy(&bits, word, 4);
+    __m256i lanes = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(bits)), shifts);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(lanes, nibble));
+  };
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* w = q + n * (K / 2);
     const float* sc = scale + n * G;
@@ -123,11 +128,8 @@ void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t g = 0; g < runs; ++g) {
-      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
-      __m128i first = _mm_and_si128(b, nibble);
-      __m128i second = _mm_and_si128(_mm_srli_epi16(b, 4), nibble);
-      __m256 c0 = widen_u8(first), c1 = widen_u8(_mm_srli_si128(first, 8));
-      __m256 c2 = widen_u8(second), c3 = widen_u8(_mm_srli_si128(second, 8));
+      const uint8_t* run = w + g * 16;
+      __m256 c0 = widen(run), c1 = widen(run + 4), c2 = widen(run + 8), c3 = widen(run + 12);
       __m256 s = _mm256_set1_ps(sc[g / runs_per_group]);
       for (int r = 0; r < R; ++r) {
         const float* xr = x + r * ldx + g * kRun;

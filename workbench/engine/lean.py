@@ -265,17 +265,21 @@ class LeanModel:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _qkv(self, layer: _Layer, x: torch.Tensor, positions: torch.Tensor):
-        """q [B,H,T,D], k and v [B,KV,T,D] for hidden states x [B,T,C] at `positions` [B,T]."""
+    def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [B,T,1,D] of `positions` [B,T], computed once per forward pass."""
+        return self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)
+
+    def _qkv(self, layer: _Layer, x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]):
+        """q [B,H,T,D], k and v [B,KV,T,D] for hidden states x [B,T,C] at the positions whose
+        rotary `angles` are given; q and k are rotated together, in one pass."""
         b, t, _ = x.shape
         qkv = layer.qkv(self._rms(x, layer.input_norm))
-        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
+        qkv = qkv.view(b, t, self.heads + 2 * self.kv_heads, self.head_dim)
+        rotated = self._rope(qkv[:, :, : self.heads + self.kv_heads], *angles)
+        q = rotated[:, :, : self.heads].transpose(1, 2)
+        k = rotated[:, :, self.heads :].transpose(1, 2)
+        v = qkv[:, :, self.heads + self.kv_heads :].transpose(1, 2)
+        return q, k, v
 
     def _finish(self, layer: _Layer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = attn.shape
@@ -286,11 +290,14 @@ class LeanModel:
     def _attend_one(self, q, keys, values, blocked) -> torch.Tensor:
         """Attention of one query per row [S,H,1,D] over cached keys and values [S,KV,L,D]:
         query heads grouped by the key/value head they share, so nothing is copied (for one
-        query this is cheaper than the fused kernel with a mask)."""
+        query this is cheaper than the fused kernel with a mask). `blocked` masks the keys past
+        each row's position (None: every row is at the last one)."""
         s, _, _, d = q.shape
         grouped = q.reshape(s, self.kv_heads, self.heads // self.kv_heads, d)
         scores = torch.matmul(grouped, keys.transpose(-1, -2)).float() * d**-0.5
-        probs = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
         out = torch.matmul(probs.to(values.dtype), values)  # [S, KV, G, D]
         return out.reshape(s, self.heads, 1, d)
 
@@ -324,8 +331,9 @@ class LeanModel:
         tokens = torch.tensor([ids], device=self.device)
         positions = torch.arange(t, device=self.device).unsqueeze(0)
         x = self.embed[tokens]
+        angles = self._angles(positions)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, positions)
+            q, k, v = self._qkv(layer, x, angles)
             self.cache_k[i, slot, :, :t] = k[0]
             self.cache_v[i, slot, :, :t] = v[0]
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -341,15 +349,24 @@ class LeanModel:
         """
         s = len(tokens)
         pos = torch.tensor(positions, device=self.device)
-        span = int(pos.max()) + 1
+        span = max(positions) + 1
         token_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
         x = self.embed[token_ids]
-        blocked = (torch.arange(span, device=self.device)[None, :] > pos[:, None])[:, None, None]
+        blocked = None
+        if min(positions) < span - 1:  # rows at different positions: mask each one's future
+            blocked = (torch.arange(span, device=self.device)[None, :] > pos[:, None])[
+                :, None, None
+            ]
         rows = torch.arange(s, device=self.device)
+        angles = self._angles(pos[:, None])
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, pos[:, None])
-            self.cache_k[i, rows, :, pos] = k[:, :, 0]
-            self.cache_v[i, rows, :, pos] = v[:, :, 0]
+            q, k, v = self._qkv(layer, x, angles)
+            if s == 1:  # plain slicing: cheaper than an indexed write
+                self.cache_k[i, 0, :, span - 1] = k[0, :, 0]
+                self.cache_v[i, 0, :, span - 1] = v[0, :, 0]
+            else:
+                self.cache_k[i, rows, :, pos] = k[:, :, 0]
+                self.cache_v[i, rows, :, pos] = v[:, :, 0]
             keys = self.cache_k[i, :s, :, :span]
             values = self.cache_v[i, :s, :, :span]
             x = self._finish(layer, x, self._attend_one(q, keys, values, blocked))
@@ -361,8 +378,9 @@ class LeanModel:
         b, t = tokens.shape
         positions = torch.arange(t, device=self.device).expand(b, t)
         x = self.embed[tokens.to(self.device)]
+        angles = self._angles(positions)
         for layer in self.layers:
-            q, k, v = self._qkv(layer, x, positions)
+            q, k, v = self._qkv(layer, x, angles)
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             x = self._finish(layer, x, attn)
         return self.final_norm(x)

@@ -171,11 +171,12 @@ class Int4Linear(nn.Module):
         return self._kernel
 
     def _fast_weights(self) -> tuple:
+        """The AVX2 kernel's operands: the stored codes as they are (the same nibble order as
+        cpu_gemv.pack_int4), and each group's scale and low (w = (q - 8) * scale + zero)."""
         if self._fast is None:
             scales = self.scales.float()
-            lows = self.zeros.float() - 8.0 * scales  # w = (q - 8) * scale + zero
-            packed = cpu_gemv.pack_int4(unpack_int4(self.qweight))
-            self._fast = (packed, scales.contiguous(), lows.contiguous())
+            lows = self.zeros.float() - 8.0 * scales
+            self._fast = (self.qweight, scales.contiguous(), lows.contiguous())
         return self._fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
