@@ -246,7 +246,11 @@ torch::Tensor int4_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale,
   return y;
 }
 
+// The GIL is released while a product runs, as torch's own operators do: a server's other threads
+// (readers of the streams, HTTP handlers) run meanwhile instead of queueing for the lock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("int8_matmul", &int8_matmul, "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
-  m.def("int4_matmul", &int4_matmul, "x @ W.T, int4 weights in groups, float32 activations");
+  m.def("int8_matmul", &int8_matmul, py::call_guard<py::gil_scoped_release>(),
+        "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
+  m.def("int4_matmul", &int4_matmul, py::call_guard<py::gil_scoped_release>(),
+        "x @ W.T, int4 weights in groups, float32 activations");
 }

@@ -31,9 +31,10 @@ INT4_GROUP = 32
 # attention, the cache) stays in the model's dtype, which on a CPU without native bf16 is the
 # fast one.
 KERNEL_DTYPE = torch.bfloat16
-# Up to this many rows (decoding a few streams) packed layers use Workbench's AVX2 kernels; for
-# more, torch's int4 kernel is faster (bench/RESULTS.md, "AVX2 kernels").
-AVX2_MAX_ROWS = 4
+# Up to this many rows (decoding; the engine's default number of slots) packed layers use
+# Workbench's AVX2 kernels, whose float32 activations make each row's result independent of what
+# it is batched with; prompts (more rows) go through torch's kernels (bench/RESULTS.md).
+AVX2_MAX_ROWS = 8
 REFINE_TOP = 64  # candidates a packed head passes to the dense head
 
 
@@ -72,8 +73,8 @@ class PackedLinear:
     lie on such a grid (a model dequantized from a GGUF Q4 file) lose nothing in int4.
 
     Packed weights are held twice where the AVX2 kernels build (workbench/cpu_gemv.py): in their
-    layout for decoding (up to AVX2_MAX_ROWS rows, float32 activations; 1.3x faster a step
-    than torch's kernels on AVX2, bench/RESULTS.md) and in torch's for prompts and batches.
+    layout for decoding (up to AVX2_MAX_ROWS rows, float32 activations; faster than torch's
+    kernels on AVX2, bench/RESULTS.md) and in torch's for prompts and batches.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: str, act: torch.dtype):
