@@ -33,6 +33,20 @@ import torch
 RUN = 32  # inputs per step of the int4 kernel; groups (one scale and low each) are whole runs
 SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_gemv.cpp"
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+NAME = "workbench_cpu_gemv"
+STALE_LOCK_S = 600  # a build takes about a minute; a lock this old was left by a killed build
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """torch's builder waits for as long as its lock file exists; a process killed while building
+    (a cancelled job) leaves one behind, and every later process would wait forever."""
+    import time
+
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except OSError:
+        pass  # no lock (the usual case), or another process just removed it
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,10 +58,11 @@ def _build() -> tuple[Any, str]:
     if capability not in ("AVX2", "AVX512"):
         return None, f"the CPU has no AVX2 (torch reports {capability})"
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
+        _remove_stale_lock(Path(_get_build_directory(NAME, verbose=False)) / "lock")
         module = load(
-            name="workbench_cpu_gemv",
+            name=NAME,
             sources=[str(SOURCE)],
             extra_cflags=_FLAGS,
             extra_ldflags=["-fopenmp"],

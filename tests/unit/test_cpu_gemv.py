@@ -111,3 +111,18 @@ def test_engine_layers_agree_across_both_kernels(fmt):
     assert torch.allclose(few, many[:AVX2_MAX_ROWS], atol=2e-2, rtol=2e-2)
     exact = x[:AVX2_MAX_ROWS] @ weight.T
     assert (few - exact).norm() / exact.norm() < 0.1  # the quantization error, nothing more
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / "stale", tmp_path / "fresh"
+    stale.touch()
+    fresh.touch()
+    old = time.time() - cpu_gemv.STALE_LOCK_S - 60
+    os.utime(stale, (old, old))
+    cpu_gemv._remove_stale_lock(stale)
+    cpu_gemv._remove_stale_lock(fresh)
+    cpu_gemv._remove_stale_lock(tmp_path / "missing")  # nothing to do, no error
+    assert not stale.exists() and fresh.exists()
