@@ -41,6 +41,15 @@ inline __m256 widen_i8(__m128i bytes) {  // the low 8 signed bytes as 8 floats
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
 }
 
+// The 32 products of x[0..32) with the weights c0..c3 (8 each), summed lane by lane.
+inline __m256 dot_run(const float* x, __m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+  __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x), c0);
+  __m256 u = _mm256_mul_ps(_mm256_loadu_ps(x + 8), c1);
+  t = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), c2, t);
+  u = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), c3, u);
+  return _mm256_add_ps(t, u);
+}
+
 // R rows of x (R <= kRowsX) against weight rows [n0, n1). Two accumulators per row keep two
 // multiply-add chains in flight; one row of x gets four.
 template <int R>
@@ -94,12 +103,7 @@ void int8_grouped_block(const float* x, int64_t ldx, const int8_t* q, const floa
       __m256 c2 = widen_i8(b1), c3 = widen_i8(_mm_srli_si128(b1, 8));
       __m256 s = _mm256_set1_ps(sc[g / runs_per_group]);
       for (int r = 0; r < R; ++r) {
-        const float* xr = x + r * ldx + g * kRun;
-        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), c0);
-        __m256 u = _mm256_mul_ps(_mm256_loadu_ps(xr + 8), c1);
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), c2, t);
-        u = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), c3, u);
-        acc[r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), s, acc[r]);
+        acc[r] = _mm256_fmadd_ps(dot_run(x + r * ldx + g * kRun, c0, c1, c2, c3), s, acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) y[r * ldy + n] = hsum(acc[r]);
@@ -133,11 +137,7 @@ void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q
       __m256 s = _mm256_set1_ps(sc[g / runs_per_group]);
       for (int r = 0; r < R; ++r) {
         const float* xr = x + r * ldx + g * kRun;
-        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), c0);
-        __m256 u = _mm256_mul_ps(_mm256_loadu_ps(xr + 8), c1);
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), c2, t);
-        u = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), c3, u);
-        acc[r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), s, acc[r]);
+        acc[r] = _mm256_fmadd_ps(dot_run(xr, c0, c1, c2, c3), s, acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) {
