@@ -73,11 +73,11 @@ def test_lora_learns_and_saves_an_adapter_with_its_lineage(workspace, chat_data,
     assert losses[-1] < losses[0] - 0.1  # a random 2-layer model: a small but clear drop
     assert result["eval_loss"] is not None and result["steps"] == 8
     assert any("eval_loss" in e for e in events)
+    steps = [e for e in events if "loss" in e]
     assert all(
-        {"lr", "grad_norm", "tokens_per_s", "memory_mb", "eta_s"} <= set(e)
-        for e in events
-        if "loss" in e
+        {"lr", "grad_norm", "tokens", "tokens_per_s", "memory_mb", "eta_s"} <= set(e) for e in steps
     )
+    assert sum(e["tokens"] for e in steps) == result["train_tokens"]  # each step's own tokens
 
     manifest = workspace.get("tiny-lora")
     assert manifest.kind == "adapter"

@@ -234,6 +234,7 @@ def run_train(
                 loss=loss,
                 lr=scheduler.get_last_lr()[0],
                 grad_norm=grad_norm,
+                tokens=tokens,
                 tokens_per_s=tokens / max(time.perf_counter() - step_started, 1e-9),
                 memory_mb=_memory_mb(device),
                 epoch=state["epoch"] + state["batch"] / usable,
