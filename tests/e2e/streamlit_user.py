@@ -143,7 +143,8 @@ class StreamlitUser:
             raise LookupError(f"the chat run failed: {run.exceptions or run.compile_error}")
         answer = self.last_answer()
         if not answer:
-            raise LookupError("no assistant answer on the page")
+            shown = f"; error boxes: {run.error_boxes}" if run.error_boxes else ""
+            raise LookupError(f"no assistant answer on the page{shown}")
         return answer
 
     def last_answer(self) -> str:
