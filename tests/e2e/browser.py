@@ -32,12 +32,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(home: Path, port: int, env: dict | None = None) -> subprocess.Popen:
-    """`streamlit run app.py` on 127.0.0.1:port with WORKBENCH_HOME=home; waits until healthy."""
+def start_app(
+    home: Path, port: int, env: dict | None = None, script: Path = REPO_ROOT / "app.py"
+) -> subprocess.Popen:
+    """`streamlit run app.py` (or `script`) on 127.0.0.1:port with WORKBENCH_HOME=home; waits
+    until healthy."""
     environ = {**os.environ, "WORKBENCH_HOME": str(home), **(env or {})}
     log = open(home.parent / f"streamlit-{port}.log", "wb")  # noqa: SIM115 (kept open by the server)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py")]
+        [sys.executable, "-m", "streamlit", "run", str(script)]
         + ["--server.address", "127.0.0.1", "--server.port", str(port)]
         + ["--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=REPO_ROOT,

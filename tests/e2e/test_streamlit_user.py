@@ -5,10 +5,6 @@ exception box of a page that fails rather than a page that merely finished."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-import urllib.request
 
 from tests.e2e.browser import free_port, start_app
 from tests.e2e.streamlit_user import StreamlitUser
@@ -26,25 +22,6 @@ def broken():
 
 st.navigation([st.Page(fine, url_path="fine"), st.Page(broken, url_path="broken")]).run()
 """
-
-
-def serve(script, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script)]
-        + ["--server.address", "127.0.0.1", "--server.port", str(port)]
-        + ["--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("streamlit did not start")
 
 
 def test_home_renders_and_pages_switch_in_one_session(tmp_path, monkeypatch):
@@ -75,7 +52,7 @@ def test_a_failing_page_reports_its_exception_box(tmp_path):
     script = tmp_path / "broken_app.py"
     script.write_text(BROKEN_APP, encoding="utf-8")
     port = free_port()
-    app = serve(script, port)
+    app = start_app(tmp_path / "workspace", port, script=script)
 
     async def walk():
         user, fine = await StreamlitUser.connect(f"http://127.0.0.1:{port}", "fine", "", 60)
