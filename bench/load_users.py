@@ -230,6 +230,19 @@ def summary(values: list[float]) -> str:
     )
 
 
+async def progress(report: dict, finished: list[asyncio.Event], every_s: float = 30) -> None:
+    """A line every `every_s` seconds while users run, so a run that hangs shows where."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        done = sum(event.is_set() for event in finished)
+        print(
+            f"  {time.monotonic() - started:5.0f} s: {done} of {len(finished)} protocol users "
+            f"done, {len(report['errors'])} errors so far",
+            flush=True,
+        )
+
+
 async def run(args: argparse.Namespace, base: str, url: str, report: dict) -> None:
     from playwright.async_api import async_playwright
 
@@ -243,11 +256,13 @@ async def run(args: argparse.Namespace, base: str, url: str, report: dict) -> No
             asyncio.create_task(protocol_user(base, u, args, report, finished[u], done))
             for u in range(args.users)
         ]
+        ticker = asyncio.create_task(progress(report, finished))
         await asyncio.gather(
             *(browser_user(browser, base, u, args, report) for u in range(args.browsers)),
             *(api_user(url, u, args, report) for u in range(args.api_users)),
             *(event.wait() for event in finished),
         )
+        ticker.cancel()
         done.set()
         await asyncio.gather(*tabs)
         if browser is not None:
