@@ -25,12 +25,6 @@ from workbench.engine.batching import TokenScores
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 WEIGHT_FORMATS = ("model", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
-# torch's int8/int4 CPU kernels are fast only with bf16 inputs (measured on AVX2: int4 0.5 ms
-# against 13 ms with fp32 inputs for a 3072x576 matmul), so packed layers take their inputs in
-# bf16 and hand back the activation dtype; everything between the matmuls (norms, rotary,
-# attention, the cache) stays in the model's dtype, which on a CPU without native bf16 is the
-# fast one.
-KERNEL_DTYPE = torch.bfloat16
 # Up to this many rows (decoding; the engine's default number of slots) packed layers use
 # Workbench's AVX2 kernels, whose float32 activations make each row's result independent of what
 # it is batched with; prompts (more rows) go through torch's kernels (bench/RESULTS.md).
@@ -88,13 +82,13 @@ class PackedLinear:
             w = weight.float()
             scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
             self.weight = torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8)
-            self.scale = scale.to(KERNEL_DTYPE)
+            self.scale = scale.to(cpu_gemv.TORCH_KERNEL_DTYPE)
             if cpu_gemv.available():
                 self.fast = (cpu_gemv.int8_matmul, (self.weight, scale))
         elif fmt == "int4":
             codes, scale, low = _int4_codes(weight.float())
             self.weight, scales_and_zeros = _pack_int4(codes, scale, low)
-            self.scale = scales_and_zeros.to(KERNEL_DTYPE)
+            self.scale = scales_and_zeros.to(cpu_gemv.TORCH_KERNEL_DTYPE)
             if cpu_gemv.available():
                 self.fast = (cpu_gemv.int4_matmul, (cpu_gemv.pack_int4(codes), scale, low))
         elif fmt == "bfloat16":
@@ -103,19 +97,22 @@ class PackedLinear:
             self.weight = weight.to(act)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        if self.fast is not None and x.numel() <= AVX2_MAX_ROWS * shape[-1]:
+        if self.fast is not None and x.numel() <= AVX2_MAX_ROWS * x.shape[-1]:
             function, weights = self.fast
             y = function(x, *weights).to(self.act)
-        elif self.fmt in ("int8", "int4"):
-            flat = x.reshape(-1, shape[-1]).to(KERNEL_DTYPE)
-            if self.fmt == "int8":
-                y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
-            else:
-                y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                    flat, self.weight, INT4_GROUP, self.scale
-                )
-            y = y.reshape(*shape[:-1], self.out_features).to(self.act)
+        elif self.fmt == "int8":
+            y = cpu_gemv.torch_kernel_matmul(
+                x, self.out_features, torch.ops.aten._weight_int8pack_mm, self.weight, self.scale
+            )
+        elif self.fmt == "int4":
+            y = cpu_gemv.torch_kernel_matmul(
+                x,
+                self.out_features,
+                torch.ops.aten._weight_int4pack_mm_for_cpu,
+                self.weight,
+                INT4_GROUP,
+                self.scale,
+            )
         else:
             y = F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
@@ -191,8 +188,9 @@ class LeanModel:
         inner = model.model
         self.device = next(model.parameters()).device
         param_dtype = next(model.parameters()).dtype
-        # Activations stay in the model's dtype (packed layers convert their inputs, see
-        # KERNEL_DTYPE); bf16 weights take bf16 activations.
+        # Activations stay in the model's dtype, which on a CPU without native bf16 is the fast
+        # one for norms, rotary and attention; packed layers convert their inputs where torch's
+        # kernels want bf16 (cpu_gemv.TORCH_KERNEL_DTYPE). bf16 weights take bf16 activations.
         self.act = torch.bfloat16 if weights == "bfloat16" else param_dtype
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads

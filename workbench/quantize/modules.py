@@ -17,7 +17,6 @@ On CUDA, or with `WORKBENCH_QUANT_REFERENCE=1`, they dequantize to the activatio
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +39,6 @@ _CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # once; for a prompt or a perplexity window (hundreds of rows) dequantizing once and calling the
 # float GEMM is many times faster (measured: 512 rows, int8 kernel 8x slower than fp32 GEMM).
 KERNEL_MAX_ROWS = 16
-# The dtype the CPU kernels get their activations in (and return their results in).
-KERNEL_DTYPE = torch.bfloat16
 
 
 def use_kernels(x: torch.Tensor) -> bool:
@@ -52,15 +49,6 @@ def use_kernels(x: torch.Tensor) -> bool:
         and x.numel() // x.shape[-1] <= KERNEL_MAX_ROWS
         and os.environ.get("WORKBENCH_QUANT_REFERENCE", "") != "1"
     )
-
-
-def kernel_matmul(
-    x: torch.Tensor, out_features: int, kernel: Callable[..., torch.Tensor], *weights: object
-) -> torch.Tensor:
-    """`kernel(rows, *weights)` on x's rows in KERNEL_DTYPE, reshaped back, in x's dtype."""
-    flat = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
-    y = kernel(flat, *weights)
-    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
 
 
 class Int8Linear(nn.Module):
@@ -78,7 +66,7 @@ class Int8Linear(nn.Module):
         shape = (out_features, in_features // group) if group else (out_features,)
         self.register_buffer("scales", torch.ones(shape))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self._kernel: tuple | None = None  # (scales in KERNEL_DTYPE,) or (dense weight,)
+        self._kernel: tuple | None = None  # (bf16 scales,) or (dense weight,)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group: int = 0) -> Int8Linear:
@@ -94,20 +82,21 @@ class Int8Linear(nn.Module):
         return dequantize_int8(self.qweight, self.scales).to(dtype)
 
     def _kernel_weights(self, dtype: torch.dtype) -> torch.Tensor:
-        wanted = dtype if self.group else KERNEL_DTYPE
+        wanted = dtype if self.group else cpu_gemv.TORCH_KERNEL_DTYPE
         if self._kernel is None or self._kernel[0].dtype != wanted:
-            made = self.dequantized(dtype) if self.group else self.scales.to(KERNEL_DTYPE)
+            made = self.dequantized(dtype) if self.group else self.scales.to(wanted)
             self._kernel = (made,)
         return self._kernel[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_kernels(x) and cpu_gemv.available() and self.group % 32 == 0:
+        # group 0 (a scale per row) and groups of whole 32-column runs both suit the AVX2 kernel
+        if use_kernels(x) and cpu_gemv.available() and self.group % cpu_gemv.RUN == 0:
             y = cpu_gemv.int8_matmul(x, self.qweight, self.scales).to(x.dtype)
         elif use_kernels(x) and self.group:
             y = F.linear(x, self._kernel_weights(x.dtype))
         elif use_kernels(x):
             scales = self._kernel_weights(x.dtype)
-            y = kernel_matmul(
+            y = cpu_gemv.torch_kernel_matmul(
                 x, self.out_features, torch.ops.aten._weight_int8pack_mm, self.qweight, scales
             )
         else:
@@ -167,7 +156,7 @@ class Int4Linear(nn.Module):
             codes = unpack_int4(self.qweight).to(torch.int32)
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.contiguous(), 1)
             scales_zeros = torch.stack([self.scales.t(), self.zeros.t()], dim=2)
-            self._kernel = (packed, scales_zeros.to(KERNEL_DTYPE).contiguous())
+            self._kernel = (packed, scales_zeros.to(cpu_gemv.TORCH_KERNEL_DTYPE).contiguous())
         return self._kernel
 
     def _fast_weights(self) -> tuple:
@@ -188,7 +177,7 @@ class Int4Linear(nn.Module):
             if self.padded_in != self.in_features:
                 x = F.pad(x, (0, self.padded_in - self.in_features))
             packed, scales_zeros = self._kernel_weights()
-            y = kernel_matmul(
+            y = cpu_gemv.torch_kernel_matmul(
                 x,
                 self.out_features,
                 torch.ops.aten._weight_int4pack_mm_for_cpu,
