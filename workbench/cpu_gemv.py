@@ -35,9 +35,22 @@ import torch
 # bf16 inputs on AVX2 (int4: 0.5 ms against 13 ms with float32 inputs for a 3072x576 matmul).
 TORCH_KERNEL_DTYPE = torch.bfloat16
 RUN = 32  # inputs per step of the int4 kernel; groups (one scale and low each) are whole runs
-SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_gemv.cpp"
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = (CSRC / "cpu_gemv.cpp", CSRC / "lean_stack.cpp")
+HEADERS = (CSRC / "gemv.h",)
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
-NAME = "workbench_cpu_gemv"
+
+
+def _name() -> str:
+    """The extension's name, with a hash of its sources and headers: torch's builder rebuilds
+    when a source changes but not when a header does, and a name per version also keeps builds
+    of different checkouts sharing one extensions folder apart."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES + HEADERS))
+    return f"workbench_cpu_gemv_{digest.hexdigest()[:10]}"
+
+
 STALE_LOCK_S = 600  # a build takes about a minute; a lock this old was left by a killed build
 
 
@@ -64,10 +77,11 @@ def _build() -> tuple[Any, str]:
     try:
         from torch.utils.cpp_extension import _get_build_directory, load
 
-        _remove_stale_lock(Path(_get_build_directory(NAME, verbose=False)) / "lock")
+        name = _name()
+        _remove_stale_lock(Path(_get_build_directory(name, verbose=False)) / "lock")
         module = load(
-            name=NAME,
-            sources=[str(SOURCE)],
+            name=name,
+            sources=[str(p) for p in SOURCES],
             extra_cflags=_FLAGS,
             extra_ldflags=["-fopenmp"],
             verbose=False,
@@ -86,6 +100,32 @@ def available() -> bool:
 def why_unavailable() -> str:
     """ "" when available, else the reason in a few words."""
     return _build()[1]
+
+
+def lean_stack(
+    layers: list[list[torch.Tensor]],
+    head: list[torch.Tensor],
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    eps: float,
+    threads: int = 0,
+) -> Any:
+    """A LeanStack (csrc/lean_stack.cpp): every decoder layer of a Llama-family model, the final
+    norm and the output head in one call, `forward(x, slots, positions, cache_k, cache_v, cos,
+    sin, head_rows) -> (normed hidden states, logits of the last head_rows rows, 0: all)`, on threads of its own (`threads`, 0: torch's count).
+    Each layer is [input norm, post norm] + [weight, scale, low, bias] for q/k/v, o, gate/up
+    and down (empty tensors where a matrix has none; float32, int8, or int4 codes packed by
+    `pack_int4`); `head` is [final norm, weight, scale, low, bias].
+
+    Raises:
+        RuntimeError: the kernels are not available (see `why_unavailable`), or the tensors do
+            not describe such a model (the message says which layer and matrix).
+    """
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"The AVX2 kernels are not available: {why}.")
+    return module.LeanStack(layers, head, heads, kv_heads, head_dim, eps, threads)
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:

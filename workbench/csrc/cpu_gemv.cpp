@@ -23,6 +23,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
+
+#include "gemv.h"
 
 namespace {
 
@@ -154,14 +157,20 @@ void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q
 constexpr int64_t kBytesPerThread = 256 * 1024;
 
 template <typename Block>
-void tile(int64_t M, int64_t N, int64_t row_bytes, const Block& block) {
-  const int64_t grain = std::max<int64_t>(1, kBytesPerThread / (kRowsW * row_bytes));
-  at::parallel_for(0, (N + kRowsW - 1) / kRowsW, grain, [&](int64_t b0, int64_t b1) {
+void tile(int64_t M, int64_t N, int64_t row_bytes, const Block& block, wb::Part part) {
+  const int64_t blocks = (N + kRowsW - 1) / kRowsW;
+  auto run = [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n0 = b * kRowsW, n1 = std::min(N, n0 + kRowsW);
       for (int64_t m = 0; m < M; m += kRowsX) block(std::min(kRowsX, M - m), m, n0, n1);
     }
-  });
+  };
+  if (part.count > 0) {  // the caller's threads split the blocks (lean_stack.cpp)
+    run(blocks * part.index / part.count, blocks * (part.index + 1) / part.count);
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, kBytesPerThread / (kRowsW * row_bytes));
+  at::parallel_for(0, blocks, grain, run);
 }
 
 void check_x(const torch::Tensor& x, int64_t K) {
@@ -170,24 +179,36 @@ void check_x(const torch::Tensor& x, int64_t K) {
   TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " columns, the weights ", K);
 }
 
+// R rows of x against float32 weight rows [n0, n1) (a model kept in float32).
+template <int R>
+void f32_block(const float* x, int64_t ldx, const float* w_all, float* y, int64_t ldy, int64_t n0,
+               int64_t n1, int64_t K) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* w = w_all + n * K;
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m256 w0 = _mm256_loadu_ps(w + k), w1 = _mm256_loadu_ps(w + k + 8);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k), w0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k + 8), w1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+      for (int64_t kk = k; kk < K; ++kk) s += x[r * ldx + kk] * w[kk];
+      y[r * ldy + n] = s;
+    }
+  }
+}
+
 }  // namespace
 
-torch::Tensor int8_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
-  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == torch::kInt8 && q.is_contiguous(),
-              "q must be a contiguous int8 matrix [N, K]");
-  const int64_t N = q.size(0), K = q.size(1), M = x.size(0);
-  check_x(x, K);
-  TORCH_CHECK(scale.scalar_type() == torch::kFloat32 && scale.is_contiguous() &&
-                  scale.size(0) == N && scale.dim() <= 2,
-              "scale must be contiguous float32 [N] or [N, groups]");
-  const int64_t G = scale.dim() == 2 ? scale.size(1) : 1;
-  TORCH_CHECK(G == 1 || (G > 0 && K % G == 0 && (K / G) % kRun == 0),
-              "groups must be a multiple of 32 inputs: K ", K, ", groups ", G);
-  auto y = torch::empty({M, N}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const int8_t* qp = q.data_ptr<int8_t>();
-  const float* sp = scale.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+namespace wb {
+
+void int8_rows(const float* xp, int64_t M, int64_t K, const int8_t* qp, const float* sp,
+               int64_t G, int64_t N, float* yp, Part part) {
   tile(M, N, K, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     float* ym = yp + m * N;
@@ -206,7 +227,63 @@ torch::Tensor int8_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale)
       case 3: int8_block<3>(xm, K, qp, sp, ym, N, n0, n1, K); break;
       default: int8_block<4>(xm, K, qp, sp, ym, N, n0, n1, K); break;
     }
-  });
+  }, part);
+}
+
+void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const float* sp,
+               const float* lp, int64_t G, int64_t N, float* yp, Part part) {
+  std::vector<float> xsum(M * G);  // sum of each group of x's inputs, which `low` multiplies
+  const int64_t width = K / G;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0.f;
+      for (int64_t k = g * width; k < (g + 1) * width; ++k) s += xp[m * K + k];
+      xsum[m * G + g] = s;
+    }
+  const float* xs = xsum.data();
+  tile(M, N, K / 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+    const float* xm = xp + m * K;
+    const float* sm = xs + m * G;
+    float* ym = yp + m * N;
+    switch (rows) {
+      case 1: int4_block<1>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      case 2: int4_block<2>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      case 3: int4_block<3>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+      default: int4_block<4>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
+    }
+  }, part);
+}
+
+void f32_rows(const float* xp, int64_t M, int64_t K, const float* wp, int64_t N, float* yp,
+              Part part) {
+  tile(M, N, K * 4, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+    const float* xm = xp + m * K;
+    float* ym = yp + m * N;
+    switch (rows) {
+      case 1: f32_block<1>(xm, K, wp, ym, N, n0, n1, K); break;
+      case 2: f32_block<2>(xm, K, wp, ym, N, n0, n1, K); break;
+      case 3: f32_block<3>(xm, K, wp, ym, N, n0, n1, K); break;
+      default: f32_block<4>(xm, K, wp, ym, N, n0, n1, K); break;
+    }
+  }, part);
+}
+
+}  // namespace wb
+
+torch::Tensor int8_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == torch::kInt8 && q.is_contiguous(),
+              "q must be a contiguous int8 matrix [N, K]");
+  const int64_t N = q.size(0), K = q.size(1), M = x.size(0);
+  check_x(x, K);
+  TORCH_CHECK(scale.scalar_type() == torch::kFloat32 && scale.is_contiguous() &&
+                  scale.size(0) == N && scale.dim() <= 2,
+              "scale must be contiguous float32 [N] or [N, groups]");
+  const int64_t G = scale.dim() == 2 ? scale.size(1) : 1;
+  TORCH_CHECK(G == 1 || (G > 0 && K % G == 0 && (K / G) % kRun == 0),
+              "groups must be a multiple of 32 inputs: K ", K, ", groups ", G);
+  auto y = torch::empty({M, N}, x.options());
+  wb::int8_rows(x.data_ptr<float>(), M, K, q.data_ptr<int8_t>(), scale.data_ptr<float>(), G, N,
+                y.data_ptr<float>());
   return y;
 }
 
@@ -224,25 +301,9 @@ torch::Tensor int4_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale,
     TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == N &&
                     t->size(1) == G && t->is_contiguous(),
                 "scale and low must be contiguous float32 [N, groups]");
-  auto xsum = x.view({M, G, K / G}).sum(-1).contiguous();
   auto y = torch::empty({M, N}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const float* xs = xsum.data_ptr<float>();
-  const uint8_t* qp = q.data_ptr<uint8_t>();
-  const float* sp = scale.data_ptr<float>();
-  const float* lp = low.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  tile(M, N, K / 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
-    const float* xm = xp + m * K;
-    const float* sm = xs + m * G;
-    float* ym = yp + m * N;
-    switch (rows) {
-      case 1: int4_block<1>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      case 2: int4_block<2>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      case 3: int4_block<3>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      default: int4_block<4>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-    }
-  });
+  wb::int4_rows(x.data_ptr<float>(), M, K, q.data_ptr<uint8_t>(), scale.data_ptr<float>(),
+                low.data_ptr<float>(), G, N, y.data_ptr<float>());
   return y;
 }
 
@@ -253,4 +314,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
   m.def("int4_matmul", &int4_matmul, py::call_guard<py::gil_scoped_release>(),
         "x @ W.T, int4 weights in groups, float32 activations");
+  wb::bind_lean_stack(m);
 }

@@ -117,6 +117,21 @@ class PackedLinear:
             y = F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
+    def stack_tensors(self) -> list[torch.Tensor] | None:
+        """[weight, scale, low, bias] for the fused decoder (cpu_gemv.lean_stack), empty
+        tensors where there is none; None when this matrix's format cannot go there."""
+        none = torch.empty(0)
+        bias = none if self.bias is None else self.bias.float().contiguous()
+        if self.fast is not None and self.fmt == "int8":
+            q, scale = self.fast[1]
+            return [q, scale.float().contiguous(), none, bias]
+        if self.fast is not None and self.fmt == "int4":
+            packed, scale, low = self.fast[1]
+            return [packed, scale, low, bias]
+        if self.fmt == "model" and self.weight.dtype == torch.float32:
+            return [self.weight.contiguous(), none, none, bias]
+        return None
+
     def nbytes(self) -> int:
         """Bytes one decode step reads (one of the two copies of packed weights)."""
         extra = getattr(self, "scale", None)
@@ -177,10 +192,20 @@ class LeanModel:
         weights: "model" (as loaded), "bfloat16", "int8" or "int4" (CPU only for the last two)
             for the layers' matmuls.
         head: the format of the output head ("" = the same as the layers).
+        fused: run the decoder layers in one C++ call (cpu_gemv.lean_stack) where the weights
+            allow it (float32 activations on a CPU with the AVX2 kernels); False keeps the
+            torch operations (the reference the fused path is tested against).
     """
 
     def __init__(
-        self, model: Any, *, slots: int, max_len: int, weights: str = "model", head: str = ""
+        self,
+        model: Any,
+        *,
+        slots: int,
+        max_len: int,
+        weights: str = "model",
+        head: str = "",
+        fused: bool = True,
     ) -> None:
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
@@ -226,6 +251,42 @@ class LeanModel:
         shape = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
         self.cache_k = torch.zeros(shape, dtype=self.act, device=self.device)
         self.cache_v = torch.zeros(shape, dtype=self.act, device=self.device)
+        self.stack = self._fused_stack() if fused else None
+
+    def _fused_stack(self) -> Any:
+        """The C++ decoder (csrc/lean_stack.cpp) over these layers' weights, or None where it
+        cannot run them (another device or activation dtype, bf16 weights, no AVX2 kernels)."""
+        if self.device.type != "cpu" or self.act != torch.float32 or not cpu_gemv.available():
+            return None
+        layers = []
+        for layer in self.layers:
+            matrices = [m.stack_tensors() for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+            if any(m is None for m in matrices):
+                return None
+            norms = [layer.input_norm.contiguous(), layer.post_norm.contiguous()]
+            layers.append(norms + [t for m in matrices for t in m])
+        head = self.head.stack_tensors()
+        if head is None:
+            return None
+        head = [self.norm.contiguous(), *head]
+        return cpu_gemv.lean_stack(layers, head, self.heads, self.kv_heads, self.head_dim, self.eps)
+
+    def _run_stack(
+        self, x: torch.Tensor, slots: list[int], positions: list[int], head_rows: int = 0
+    ) -> torch.Tensor:
+        """Logits (float32, refined as `logits` does) of the last `head_rows` rows (0: all) of
+        x [M, C], rows of cache `slots` at `positions`, from the fused decoder."""
+        normed, logits = self.stack.forward(
+            x.contiguous(),
+            torch.tensor(slots, dtype=torch.long),
+            torch.tensor(positions, dtype=torch.long),
+            self.cache_k,
+            self.cache_v,
+            self.cos,
+            self.sin,
+            head_rows,
+        )
+        return self._refine(normed[len(normed) - len(logits) :], logits)
 
     def _layer(self, layer: Any, fmt: str) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
@@ -303,7 +364,10 @@ class LeanModel:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits (float32) for final hidden states [N, C] (already normed); with a
         packed head, the REFINE_TOP best are recomputed with the dense weights."""
-        logits = self.head(hidden).float()
+        return self._refine(hidden, self.head(hidden).float())
+
+    def _refine(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """`logits` of a packed head with their REFINE_TOP best recomputed densely."""
         if self.head_dense is None:
             return logits
         top = logits.topk(min(REFINE_TOP, logits.shape[-1]), dim=-1).indices
@@ -328,6 +392,8 @@ class LeanModel:
         """Run the prompt `ids` into cache slot `slot` from position 0; logits [V] of its end."""
         t = len(ids)
         tokens = torch.tensor([ids], device=self.device)
+        if self.stack is not None:
+            return self._run_stack(self.embed[tokens[0]], [slot] * t, list(range(t)), 1)[0]
         positions = torch.arange(t, device=self.device).unsqueeze(0)
         x = self.embed[tokens]
         angles = self._angles(positions)
@@ -347,6 +413,8 @@ class LeanModel:
         the first S slots (not a gathered subset) lets attention read the cache without copies.
         """
         s = len(tokens)
+        if self.stack is not None:
+            return self._run_stack(self.embed[torch.tensor(tokens)], list(range(s)), positions)
         pos = torch.tensor(positions, device=self.device)
         span = max(positions) + 1
         token_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
