@@ -167,6 +167,15 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     return y.reshape(*x.shape[:-1], q.shape[0])
 
 
+def bf16_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [..., K] @ W.T with W bfloat16 [N, K], float32 arithmetic; result [..., N] in float32."""
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"The AVX2 kernels are not available: {why}.")
+    y = module.bf16_matmul(_rows(x), w.contiguous())
+    return y.reshape(*x.shape[:-1], w.shape[0])
+
+
 def int4_matmul(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, low: torch.Tensor
 ) -> torch.Tensor:

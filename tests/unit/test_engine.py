@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from workbench import cpu_gemv
 from workbench.engine import Engine, open_engine, parse_engine_name
 from workbench.engine.lean import PackedLinear, int4_is_lossless
 from workbench.engine.local import LocalEngine
@@ -268,7 +269,7 @@ def test_a_packed_head_rescores_its_best_candidates_exactly(tiny_loaded):
     assert not torch.allclose(fast, exact, atol=1e-4)  # the rest keeps the packed values
 
 
-def test_a_model_with_quantized_layers_runs_on_the_plain_path(tiny_model_dir):
+def test_a_model_with_quantized_layers_decodes_its_own_codes_on_the_lean_path(tiny_model_dir):
     from workbench.quantize.modules import quantize_linears
 
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
@@ -280,7 +281,11 @@ def test_a_model_with_quantized_layers_runs_on_the_plain_path(tiny_model_dir):
     quantize_linears(loaded.model, layers)
     engine = LocalEngine("tiny-int8", loaded, slots=2)
     try:
-        assert engine.path.startswith("plain") and "quantized" in engine.path
+        if cpu_gemv.available():
+            assert engine.path.startswith("lean") and "weights model" in engine.path
+            assert engine.runner.layers[0].qkv.fmt == "int8" and engine.runner.stack is not None
+        else:  # the quantized layers' own forward, on torch's kernels
+            assert engine.path.startswith("plain") and "AVX2" in engine.path
         stream = engine.chat(chat(PROMPTS[0]), GenerationSettings(max_new_tokens=12))
         stream.text()
         ids = engine.encode_chat(chat(PROMPTS[0]))

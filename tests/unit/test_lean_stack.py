@@ -137,3 +137,61 @@ def test_bad_weights_are_refused_with_the_layer_named():
             fused.sin,
             0,
         )
+
+
+def forward_logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def decode_all(lean: LeanModel, ids: list[int], prompt: int) -> torch.Tensor:
+    """Logits at positions prompt-1 .. len(ids)-1: a prefill, then one decode step a token."""
+    got = [lean.prefill(0, ids[:prompt])]
+    for position in range(prompt, len(ids)):
+        got.append(lean.decode([ids[position]], [position])[0])
+    return torch.stack(got)
+
+
+@pytest.mark.parametrize(
+    "formats",
+    [
+        {"int8": "all"},
+        {"int8-g32": "all"},
+        {"int4": "all"},
+        {"int4": "layers", "int8-g32": "head"},
+    ],
+    ids=["int8", "int8-g32", "int4", "int4+int8-head"],
+)
+def test_a_quantized_model_decodes_with_its_own_codes(formats):
+    """A model from the Quantize step runs in the fused decoder and gives the logits of its own
+    (dequantized) layers: the codes are used as stored, group 64 spread over runs of 32."""
+    from workbench.quantize.modules import linear_names, quantize_linears
+
+    model = tiny_llama()
+    names = linear_names(model)
+    chosen = {}
+    for fmt, which in formats.items():
+        for name in names:
+            is_head = name == "lm_head"
+            if which == "all" or (which == "head") == is_head:
+                chosen[name] = fmt
+    quantize_linears(model, chosen, group=64)
+    lean = LeanModel(model, slots=1, max_len=64)
+    assert lean.stack is not None and lean.head_dense is None
+    ids = PROMPTS[0] + PROMPTS[2] + PROMPTS[1]
+    expected = forward_logits(model, ids)  # > 16 rows: the layers' dequantized float maths
+    assert close(decode_all(lean, ids, 6), expected[5:])
+    with pytest.raises(ValueError, match="already quantized"):
+        LeanModel(model, slots=1, max_len=64, weights="int8")
+
+
+def test_bfloat16_weights_run_fused_with_float32_activations():
+    model = tiny_llama()
+    lean = LeanModel(model, slots=1, max_len=64, weights="bfloat16")
+    assert lean.stack is not None and lean.act == torch.float32
+    with torch.no_grad():  # the reference: the same model with its weights rounded to bf16
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(module.weight.to(torch.bfloat16).float())
+    ids = PROMPTS[0] + PROMPTS[2]
+    assert close(decode_all(lean, ids, 5), forward_logits(model, ids)[4:])

@@ -203,6 +203,40 @@ void f32_block(const float* x, int64_t ldx, const float* w_all, float* y, int64_
   }
 }
 
+// R rows of x against bfloat16 weight rows [n0, n1): a bf16 value is the top half of a float32,
+// so widening is a shift.
+template <int R>
+void bf16_block(const float* x, int64_t ldx, const uint16_t* w_all, float* y, int64_t ldy,
+                int64_t n0, int64_t n1, int64_t K) {
+  auto widen = [](const uint16_t* p) {
+    const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+  };
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint16_t* w = w_all + n * K;
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m256 w0 = widen(w + k), w1 = widen(w + k + 8);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k), w0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k + 8), w1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+      for (int64_t kk = k; kk < K; ++kk) {
+        const uint32_t bits = static_cast<uint32_t>(w[kk]) << 16;
+        float value;
+        std::memcpy(&value, &bits, 4);
+        s += x[r * ldx + kk] * value;
+      }
+      y[r * ldy + n] = s;
+    }
+  }
+}
+
 }  // namespace
 
 namespace wb {
@@ -268,6 +302,20 @@ void f32_rows(const float* xp, int64_t M, int64_t K, const float* wp, int64_t N,
   }, part);
 }
 
+void bf16_rows(const float* xp, int64_t M, int64_t K, const uint16_t* wp, int64_t N, float* yp,
+               Part part) {
+  tile(M, N, K * 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+    const float* xm = xp + m * K;
+    float* ym = yp + m * N;
+    switch (rows) {
+      case 1: bf16_block<1>(xm, K, wp, ym, N, n0, n1, K); break;
+      case 2: bf16_block<2>(xm, K, wp, ym, N, n0, n1, K); break;
+      case 3: bf16_block<3>(xm, K, wp, ym, N, n0, n1, K); break;
+      default: bf16_block<4>(xm, K, wp, ym, N, n0, n1, K); break;
+    }
+  }, part);
+}
+
 }  // namespace wb
 
 torch::Tensor int8_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
@@ -307,6 +355,17 @@ torch::Tensor int4_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor scale,
   return y;
 }
 
+torch::Tensor bf16_matmul(torch::Tensor x, torch::Tensor w) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kBFloat16 && w.is_contiguous(),
+              "w must be a contiguous bfloat16 matrix [N, K]");
+  const int64_t N = w.size(0), K = w.size(1), M = x.size(0);
+  check_x(x, K);
+  auto y = torch::empty({M, N}, x.options());
+  wb::bf16_rows(x.data_ptr<float>(), M, K, reinterpret_cast<const uint16_t*>(w.data_ptr()), N,
+                y.data_ptr<float>());
+  return y;
+}
+
 // The GIL is released while a product runs, as torch's own operators do: a server's other threads
 // (readers of the streams, HTTP handlers) run meanwhile instead of queueing for the lock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -314,5 +373,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
   m.def("int4_matmul", &int4_matmul, py::call_guard<py::gil_scoped_release>(),
         "x @ W.T, int4 weights in groups, float32 activations");
+  m.def("bf16_matmul", &bf16_matmul, py::call_guard<py::gil_scoped_release>(),
+        "x @ W.T, bfloat16 weights, float32 activations");
   wb::bind_lean_stack(m);
 }

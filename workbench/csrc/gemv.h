@@ -29,6 +29,10 @@ void int4_rows(const float* x, int64_t M, int64_t K, const uint8_t* q, const flo
 void f32_rows(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y,
               Part part = {});
 
+// W bfloat16 [N, K] (the raw 16-bit patterns).
+void bf16_rows(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
+               Part part = {});
+
 // Registers the LeanStack class (lean_stack.cpp) on the extension module.
 void bind_lean_stack(pybind11::module& m);
 

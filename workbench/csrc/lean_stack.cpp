@@ -26,8 +26,9 @@
 //
 // Each layer is a list of 18 tensors: input norm weight, post-attention norm weight, then for
 // each of q/k/v (fused), o, gate/up (fused) and down: weight, scale, low, bias (an empty tensor
-// where a matrix has none). The weight's dtype says its format: float32 [N, K]; int8 [N, K]
-// with scale [N] or [N, G]; uint8 [N, K / 2] packed int4 codes with scale and low [N, G].
+// where a matrix has none). The weight's dtype says its format: float32 or bfloat16 [N, K];
+// int8 [N, K] with scale [N] or [N, G]; uint8 [N, K / 2] packed int4 codes with scale and low
+// [N, G].
 // `head` is the final norm's weight and the output head's weight, scale, low and bias; threads
 // 0 means torch's number of threads.
 
@@ -51,7 +52,7 @@ namespace {
 constexpr int kTensorsPerLayer = 18;
 
 struct Matrix {
-  enum class Kind { kF32, kInt8, kInt4 };
+  enum class Kind { kF32, kBF16, kInt8, kInt4 };
   Kind kind = Kind::kF32;
   torch::Tensor w, scale, low, bias;
   int64_t N = 0, K = 0, G = 1;
@@ -60,6 +61,9 @@ struct Matrix {
   void apply(const float* x, int64_t M, float* y, Part part) const {
     switch (kind) {
       case Kind::kF32: f32_rows(x, M, K, w.data_ptr<float>(), N, y, part); break;
+      case Kind::kBF16:
+        bf16_rows(x, M, K, reinterpret_cast<const uint16_t*>(w.data_ptr()), N, y, part);
+        break;
       case Kind::kInt8:
         int8_rows(x, M, K, w.data_ptr<int8_t>(), scale.data_ptr<float>(), G, N, y, part);
         break;
@@ -186,11 +190,12 @@ Matrix make_matrix(const std::vector<torch::Tensor>& t, int first, const std::st
   mat.N = mat.w.size(0);
   switch (mat.w.scalar_type()) {
     case torch::kFloat32: mat.kind = Matrix::Kind::kF32; mat.K = mat.w.size(1); break;
+    case torch::kBFloat16: mat.kind = Matrix::Kind::kBF16; mat.K = mat.w.size(1); break;
     case torch::kInt8: mat.kind = Matrix::Kind::kInt8; mat.K = mat.w.size(1); break;
     case torch::kUInt8: mat.kind = Matrix::Kind::kInt4; mat.K = mat.w.size(1) * 2; break;
-    default: TORCH_CHECK(false, what, ": weights must be float32, int8 or packed int4 (uint8)");
+    default: TORCH_CHECK(false, what, ": weights must be float32, bfloat16, int8 or packed int4 (uint8)");
   }
-  if (mat.kind != Matrix::Kind::kF32) {
+  if (mat.kind == Matrix::Kind::kInt8 || mat.kind == Matrix::Kind::kInt4) {
     check_f32(mat.scale, what + " scale");
     TORCH_CHECK(mat.scale.size(0) == mat.N, what, ": scale has ", mat.scale.size(0), " rows");
     mat.G = mat.scale.dim() == 2 ? mat.scale.size(1) : 1;

@@ -32,6 +32,24 @@ AVX2_MAX_ROWS = 8
 REFINE_TOP = 64  # candidates a packed head passes to the dense head
 
 
+def quantized_kind(module: Any) -> str:
+    """ "linear" for a plain nn.Linear, "int8" / "int4" for Workbench's quantized layers
+    (quantize/modules.py), "" for anything else (bitsandbytes, other replacements)."""
+    from workbench.quantize.modules import Int4Linear, Int8Linear
+
+    if type(module) is torch.nn.Linear:
+        return "linear"
+    return {Int8Linear: "int8", Int4Linear: "int4"}.get(type(module), "")
+
+
+def _stackable(modules: list[Any]) -> bool:
+    """Whether these layers (q/k/v, or gate/up) can be stacked into one matrix."""
+    kinds = {quantized_kind(m) for m in modules}
+    if kinds == {"linear"}:
+        return True
+    return len(kinds) == 1 and "" not in kinds and len({m.group for m in modules}) == 1
+
+
 def supports(model: Any) -> str:
     """ "" when the lean path can run `model`, else the reason it cannot."""
     config = getattr(model, "config", None)
@@ -42,6 +60,8 @@ def supports(model: Any) -> str:
         return "a LoRA adapter on top (merge it first)"
     if getattr(config, "quantization_config", None):
         return "a quantized checkpoint (its own layers run it)"
+    if next(model.parameters()).device.type != "cpu" and is_quantized(model):
+        return "quantized layers off the CPU (their kernels here are CPU kernels)"
     layers = getattr(getattr(model, "model", None), "layers", None)
     if not layers:
         return "no decoder layers where a Llama-family model keeps them"
@@ -50,8 +70,19 @@ def supports(model: Any) -> str:
         getattr(first.self_attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
     ]
     projections += [getattr(first.mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-    if not all(type(p) is torch.nn.Linear for p in projections):
-        return "layers that are not plain linear layers (quantized or otherwise replaced)"
+    kinds = {quantized_kind(p) for p in projections}
+    if "" in kinds:
+        return "layers that are neither linear nor Workbench-quantized (bitsandbytes or other)"
+    if kinds != {"linear"}:
+        if not cpu_gemv.available():
+            return f"quantized layers, whose kernels need AVX2 ({cpu_gemv.why_unavailable()})"
+        for layer in layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            if not (
+                _stackable([attn.q_proj, attn.k_proj, attn.v_proj])
+                and _stackable([mlp.gate_proj, mlp.up_proj])
+            ):
+                return "quantized q/k/v or gate/up layers of different formats"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r}"
     if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
@@ -93,11 +124,53 @@ class PackedLinear:
                 self.fast = (cpu_gemv.int4_matmul, (cpu_gemv.pack_int4(codes), scale, low))
         elif fmt == "bfloat16":
             self.weight = weight.to(torch.bfloat16)
+            if cpu_gemv.available():
+                self.fast = (cpu_gemv.bf16_matmul, (self.weight,))
         else:
             self.weight = weight.to(act)
 
+    @classmethod
+    def from_quantized(cls, modules: list[Any], act: torch.dtype) -> PackedLinear:
+        """The layers of a Workbench-quantized model (quantize/modules.py), all int8 or all int4
+        with one group size, stacked by rows, their stored codes used as they are: int4 groups
+        become runs of 32 inputs (each with its group's scale and low, so nothing changes) and
+        the padding of a group size that does not divide the inputs is dropped.
+
+        Raises:
+            ValueError: the modules mix formats or group sizes (`quantized_kind` says which).
+        """
+        kinds = {quantized_kind(m) for m in modules}
+        if len(kinds) != 1 or not kinds <= {"int8", "int4"}:
+            raise ValueError(f"cannot stack layers of kinds {sorted(kinds)}")
+        if len({m.group for m in modules}) != 1:
+            raise ValueError("cannot stack layers of different group sizes")
+        self = cls.__new__(cls)
+        self.fmt, self.act = kinds.pop(), act
+        self.weight = None  # no copy for torch's kernels: the AVX2 kernels take every row count
+        biases = [m.bias for m in modules]
+        self.bias = None if biases[0] is None else torch.cat(biases).detach().to(act)
+        self.out_features = sum(m.out_features for m in modules)
+        k = modules[0].in_features
+        if self.fmt == "int8":
+            q = torch.cat([m.qweight for m in modules]).contiguous()
+            scale = torch.cat([m.scales.float() for m in modules]).contiguous()
+            self.fast = (cpu_gemv.int8_matmul, (q, scale))
+        else:
+            runs = modules[0].group // cpu_gemv.RUN
+
+            def per_run(t: torch.Tensor) -> torch.Tensor:
+                return t.float().repeat_interleave(runs, dim=1)[:, : k // cpu_gemv.RUN]
+
+            codes = torch.cat([m.qweight[:, : k // 2] for m in modules]).contiguous()
+            scale = torch.cat([per_run(m.scales) for m in modules]).contiguous()
+            low = torch.cat([per_run(m.zeros) - 8 * per_run(m.scales) for m in modules])
+            self.fast = (cpu_gemv.int4_matmul, (codes, scale, low.contiguous()))
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast is not None and x.numel() <= AVX2_MAX_ROWS * x.shape[-1]:
+        if self.fast is not None and (
+            x.numel() <= AVX2_MAX_ROWS * x.shape[-1] or self.weight is None
+        ):
             function, weights = self.fast
             y = function(x, *weights).to(self.act)
         elif self.fmt == "int8":
@@ -128,12 +201,14 @@ class PackedLinear:
         if self.fast is not None and self.fmt == "int4":
             packed, scale, low = self.fast[1]
             return [packed, scale, low, bias]
-        if self.fmt == "model" and self.weight.dtype == torch.float32:
+        if self.fmt == "bfloat16" or (self.fmt == "model" and self.weight.dtype == torch.float32):
             return [self.weight.contiguous(), none, none, bias]
         return None
 
     def nbytes(self) -> int:
         """Bytes one decode step reads (one of the two copies of packed weights)."""
+        if self.weight is None:
+            return sum(t.nbytes for t in self.fast[1])
         extra = getattr(self, "scale", None)
         return self.weight.nbytes + (extra.nbytes if extra is not None else 0)
 
@@ -172,6 +247,22 @@ def int4_is_lossless(weight: torch.Tensor, tolerance: float = 1e-6) -> bool:
     return bool((back - groups).abs().max() <= tolerance * max(1.0, groups.abs().max().item()))
 
 
+def is_quantized(model: Any) -> bool:
+    """Whether any layer of `model` is one of Workbench's int8/int4 layers."""
+    return any(quantized_kind(m) in ("int8", "int4") for m in model.modules())
+
+
+def _packed(modules: list[Any], fmt: str, act: torch.dtype) -> PackedLinear:
+    """One matrix for `modules` stacked by rows: their own quantized codes where the model is
+    Workbench-quantized, else their float weights packed to `fmt`."""
+    if quantized_kind(modules[0]) != "linear":
+        return PackedLinear.from_quantized(modules, act)
+    weight = torch.cat([m.weight for m in modules]) if len(modules) > 1 else modules[0].weight
+    biases = [m.bias for m in modules]
+    bias = torch.cat(biases) if all(b is not None for b in biases) else None
+    return PackedLinear(weight, bias, fmt, act)
+
+
 @dataclass
 class _Layer:
     input_norm: torch.Tensor
@@ -190,7 +281,8 @@ class LeanModel:
         slots: how many sequences the cache holds at once (concurrent requests).
         max_len: the most tokens (prompt and answer) a slot holds.
         weights: "model" (as loaded), "bfloat16", "int8" or "int4" (CPU only for the last two)
-            for the layers' matmuls.
+            for the layers' matmuls. A Workbench-quantized model runs its own int8/int4 codes
+            ("model" only).
         head: the format of the output head ("" = the same as the layers).
         fused: run the decoder layers in one C++ call (cpu_gemv.lean_stack) where the weights
             allow it (float32 activations on a CPU with the AVX2 kernels); False keeps the
@@ -213,10 +305,18 @@ class LeanModel:
         inner = model.model
         self.device = next(model.parameters()).device
         param_dtype = next(model.parameters()).dtype
+        if weights != "model" and is_quantized(model):
+            raise ValueError(
+                f"the model is already quantized; weights={weights!r} needs a float one"
+            )
         # Activations stay in the model's dtype, which on a CPU without native bf16 is the fast
         # one for norms, rotary and attention; packed layers convert their inputs where torch's
-        # kernels want bf16 (cpu_gemv.TORCH_KERNEL_DTYPE). bf16 weights take bf16 activations.
-        self.act = torch.bfloat16 if weights == "bfloat16" else param_dtype
+        # kernels want bf16 (cpu_gemv.TORCH_KERNEL_DTYPE). bf16 weights take bf16 activations,
+        # except in the fused decoder, whose bf16 kernel widens them to float32.
+        self.act = param_dtype
+        if weights == "bfloat16":
+            cpu_fused = fused and self.device.type == "cpu" and cpu_gemv.available()
+            self.act = torch.float32 if cpu_fused else torch.bfloat16
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -232,7 +332,13 @@ class LeanModel:
             self.layers = [self._layer(layer, layer_fmt) for layer in inner.layers]
             self.norm = inner.norm.weight.detach().to(self.act)
             head = model.get_output_embeddings()
-            self.head = PackedLinear(head.weight, getattr(head, "bias", None), head_fmt, self.act)
+            if quantized_kind(head) in ("int8", "int4"):  # the quantized model's own head
+                self.head = PackedLinear.from_quantized([head], self.act)
+                head_fmt = "model"
+            else:
+                self.head = PackedLinear(
+                    head.weight, getattr(head, "bias", None), head_fmt, self.act
+                )
             # A packed head ranks the vocabulary fast; its best candidates are then scored again
             # with the head's own weights (tied to the embedding: already in memory), so greedy
             # choices and the top of the distribution are as exact as the dense head's.
@@ -290,17 +396,13 @@ class LeanModel:
 
     def _layer(self, layer: Any, fmt: str) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
-        qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        biases = [getattr(attn, n).bias for n in ("q_proj", "k_proj", "v_proj")]
-        qkv_b = torch.cat(biases) if all(b is not None for b in biases) else None
-        gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         return _Layer(
             input_norm=layer.input_layernorm.weight.detach().to(self.act),
-            qkv=PackedLinear(qkv_w, qkv_b, fmt, self.act),
-            o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, fmt, self.act),
+            qkv=_packed([attn.q_proj, attn.k_proj, attn.v_proj], fmt, self.act),
+            o=_packed([attn.o_proj], fmt, self.act),
             post_norm=layer.post_attention_layernorm.weight.detach().to(self.act),
-            gate_up=PackedLinear(gate_up, None, fmt, self.act),
-            down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, fmt, self.act),
+            gate_up=_packed([mlp.gate_proj, mlp.up_proj], fmt, self.act),
+            down=_packed([mlp.down_proj], fmt, self.act),
         )
 
     def weight_bytes(self) -> int:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,9 +98,17 @@ def open_local(
 
 
 def _choose_weights(model: Any, weights: str, device: str, dtype: str) -> str:
-    from workbench.engine.lean import int4_is_lossless
+    from workbench.engine.lean import int4_is_lossless, is_quantized
     from workbench.hardware import cpu_supports_bf16
 
+    if is_quantized(model):  # a model from the Quantize step decodes with its own codes
+        if weights not in ("auto", "model"):
+            raise InvalidInput(
+                f"The model is already quantized; weights={weights} would quantize it again.",
+                where="weights",
+                fix="Use weights=auto (its own int8/int4 layers), or pick its float source.",
+            )
+        return "model"
     if weights != "auto":
         return weights
     if device != "cpu":
@@ -313,6 +322,21 @@ class LocalEngine:
                 fix="Shorten the prompt or the system prompt, clear the chat history, or serve "
                 "the model with a larger max_len.",
             )
+
+    def time_decode(self, ids: list[int], new_tokens: int) -> tuple[int, float]:
+        """Greedy-decode exactly `new_tokens` after prompt `ids` (end tokens do not stop it):
+        (tokens produced, seconds from the first token to the last), what a speed test needs.
+        """
+        self.check_length(len(ids) + new_tokens)
+        request = self.loop.submit(Request(ids=list(ids), max_new_tokens=new_tokens))
+        count, first = 0, 0.0
+        while request.out.get() is not DONE:
+            count += 1
+            if count == 1:
+                first = time.perf_counter()
+        if request.error is not None:
+            raise _generation_error(self.name, request.error) from request.error
+        return count, time.perf_counter() - first if count else 0.0
 
     def _generate(self, ids: list[int], settings: GenerationSettings) -> TextStream:
         self.check_length(len(ids))

@@ -5,10 +5,11 @@
 Perplexity is measured on the held-out text bundled with Workbench (assets/eval/heldout/,
 English and Chinese, written for this project and never used for calibration), in windows of
 `WINDOW` tokens, with float32 activations for both models so that the number isolates the
-weight rounding. Decode speed runs one lean greedy loop (KV cache, one `model(...)` call per
-token, no sampling, no stop) for both models in the same dtype, alternating between them a few
-rounds and keeping each one's best round, so a busy neighbour on a shared CPU does not decide
-the ratio. The evaluation feature reuses `perplexity` and `heldout_texts`.
+weight rounding. Decode speed is measured with the engine that chat and the server use
+(workbench.engine.local: the lean decode loop where the model allows it), greedy, no stop, for
+the quantized model with its own layers and for the source with its weights in the machine's
+default dtype (and in bf16, the issue's yardstick), alternating between them a few rounds and
+keeping each one's best round, so a busy neighbour on a shared CPU does not decide the ratio. The evaluation feature reuses `perplexity` and `heldout_texts`.
 """
 
 from __future__ import annotations
@@ -127,22 +128,22 @@ def chat_input(tokenizer: Any, prompt: str) -> Any:
 
 
 def decode_speeds(
-    models: dict[str, tuple[Any, Any]],
+    engines: dict[str, Any],
     *,
     new_tokens: int = 32,
     rounds: int = 3,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
-    """Decode tokens/s of each model {name: (model, tokenizer)}, alternating, best round each."""
-    best = dict.fromkeys(models, 0.0)
+    """Decode tokens/s of each local engine {name: LocalEngine}, alternating, best round each."""
+    best = dict.fromkeys(engines, 0.0)
     for _ in range(rounds):
-        for name, (model, tokenizer) in models.items():
+        for name, engine in engines.items():
             if should_stop():
                 return best
-            ids = chat_input(tokenizer, SPEED_PROMPT).to(next(model.parameters()).device)
-            greedy_decode(model, ids, 2)  # warm caches and lazily built kernel weights
-            tokens, seconds = greedy_decode(model, ids, new_tokens + 1)
-            rate = (len(tokens) - 1) / seconds if seconds > 0 else 0.0
+            ids = chat_input(engine.tokenizer, SPEED_PROMPT)[0].tolist()
+            engine.time_decode(ids, 2)  # warm caches and lazily built kernel weights
+            tokens, seconds = engine.time_decode(ids, new_tokens + 1)
+            rate = (tokens - 1) / seconds if seconds > 0 else 0.0
             best[name] = max(best[name], rate)
     return {name: round(rate, 2) for name, rate in best.items()}
 
@@ -213,6 +214,7 @@ def compare_models(
     """
     import torch
 
+    from workbench.engine.local import LocalEngine
     from workbench.hardware import resolve_dtype
     from workbench.models import load_model
 
@@ -246,16 +248,28 @@ def compare_models(
 
     dtype = resolve_dtype("auto", "cpu")
     report["decode_dtype"] = dtype
+    # The source's float weights in the machine's default dtype, and in bf16 (the issue's
+    # yardstick) where that differs; the quantized model with its own layers.
+    source_weights = {"bfloat16": "bfloat16"}.get(dtype, "model")
+    engines = {
+        "quantized": LocalEngine(quantized, loaded["quantized"], weights="auto", slots=1),
+        "source": LocalEngine(source, loaded["source"], weights=source_weights, slots=1),
+    }
+    if source_weights != "bfloat16":
+        engines["source_bf16"] = LocalEngine(source, loaded["source"], weights="bfloat16", slots=1)
+    report["decode_paths"] = {name: engine.path for name, engine in engines.items()}
+    progress(message="decode speed of both models (alternating rounds)")
+    try:
+        speeds = decode_speeds(engines, new_tokens=speed_tokens, should_stop=should_stop)
+    finally:
+        for engine in engines.values():
+            engine.close()
+        del engines  # their packed weights
     models = {}
     for role, model in loaded.items():
         if not getattr(model.model, "is_quantized", False):  # bitsandbytes models keep theirs
             model.model.to(getattr(torch, dtype))
         models[role] = (model.model, model.tokenizer)
-    if dtype != "bfloat16":  # the issue's yardstick: the source in bf16, measured in the same run
-        bf16 = load_model(source, ws, device="cpu", dtype="bfloat16")
-        models["source_bf16"] = (bf16.model, bf16.tokenizer)
-    progress(message="decode speed of both models (alternating rounds)")
-    speeds = decode_speeds(models, new_tokens=speed_tokens, should_stop=should_stop)
     report["tokens_per_s"] = speeds.get("quantized", 0.0)
     report["source_tokens_per_s"] = speeds.get("source", 0.0)
     report["source_bf16_tokens_per_s"] = speeds.get("source_bf16", speeds.get("source", 0.0))
@@ -266,7 +280,6 @@ def compare_models(
     report["threads"] = torch.get_num_threads()
     report["memory_bytes"] = memory_bytes(models["quantized"][0])
     report["source_memory_bytes"] = memory_bytes(models["source"][0])
-    models.pop("source_bf16", None)
     progress(message="answering the side-by-side prompts")
     report["answers"] = [
         {
