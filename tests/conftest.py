@@ -123,3 +123,19 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+@pytest.fixture(params=["avx2", "avx512"])
+def cpu_isa(request):
+    """Runs a test with Workbench's CPU kernels (workbench/cpu_gemv.py) on their AVX2 blocks and
+    again on their AVX-512 ones (skipped where the CPU has no AVX-512 or the kernels no build)."""
+    from workbench import cpu_gemv
+
+    if not cpu_gemv.available():
+        pytest.skip(f"AVX2 kernels unavailable: {cpu_gemv.why_unavailable()}")
+    previous = cpu_gemv.set_avx512(request.param == "avx512")
+    if request.param == "avx512" and not cpu_gemv.uses_avx512():
+        cpu_gemv.set_avx512(previous)
+        pytest.skip("this CPU has no AVX-512")
+    yield request.param
+    cpu_gemv.set_avx512(previous)

@@ -36,9 +36,10 @@ import torch
 TORCH_KERNEL_DTYPE = torch.bfloat16
 RUN = 32  # inputs per step of the int4 kernel; groups (one scale and low each) are whole runs
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (CSRC / "cpu_gemv.cpp", CSRC / "lean_stack.cpp")
-HEADERS = (CSRC / "gemv.h",)
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+SOURCES = (CSRC / "cpu_gemv.cpp", CSRC / "gemv_avx512.cpp", CSRC / "lean_stack.cpp")
+HEADERS = (CSRC / "gemv.h", CSRC / "gemv_blocks.h")
+# AVX2 for everything; gemv_avx512.cpp turns AVX-512 on for itself, used where the CPU has it.
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c++20"]
 
 
 def _name() -> str:
@@ -95,6 +96,21 @@ def _build() -> tuple[Any, str]:
 def available() -> bool:
     """Whether the AVX2 kernels can run here (builds them on the first call)."""
     return _build()[0] is not None
+
+
+def uses_avx512() -> bool:
+    """Whether the kernels run their AVX-512 blocks (the CPU has AVX-512F/BW/VL), else AVX2."""
+    module, _ = _build()
+    return bool(module is not None and module.uses_avx512())
+
+
+def set_avx512(on: bool) -> bool:
+    """Use the AVX-512 blocks (where the CPU has them) or force the AVX2 ones, for comparisons
+    and tests; returns the previous setting."""
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"The AVX2 kernels are not available: {why}.")
+    return bool(module.set_avx512(on))
 
 
 def why_unavailable() -> str:

@@ -36,8 +36,8 @@ def test_int4_packing_round_trips():
         cpu_gemv.pack_int4(codes[:, :40])
 
 
-@needs_avx2
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+@pytest.mark.usefixtures("cpu_isa")
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 13])
 @pytest.mark.parametrize("k", [64, 80, 576])  # 80: a tail after the 32-wide steps
 def test_int8_matmul_equals_float_maths(rows, k):
     torch.manual_seed(rows * 1000 + k)
@@ -47,8 +47,8 @@ def test_int8_matmul_equals_float_maths(rows, k):
     assert torch.allclose(cpu_gemv.int8_matmul(x, q, scale), expected, atol=1e-4, rtol=1e-4)
 
 
-@needs_avx2
-@pytest.mark.parametrize("rows", [1, 3, 6])
+@pytest.mark.usefixtures("cpu_isa")
+@pytest.mark.parametrize("rows", [1, 3, 6, 8, 11])
 @pytest.mark.parametrize("group", [32, 64])
 def test_grouped_int8_matmul_equals_float_maths(rows, group):
     torch.manual_seed(rows + group)
@@ -59,8 +59,8 @@ def test_grouped_int8_matmul_equals_float_maths(rows, group):
     assert torch.allclose(cpu_gemv.int8_matmul(x, q, scale), expected, atol=1e-4, rtol=1e-4)
 
 
-@needs_avx2
-@pytest.mark.parametrize("rows", [1, 2, 4, 7])
+@pytest.mark.usefixtures("cpu_isa")
+@pytest.mark.parametrize("rows", [1, 2, 4, 7, 8, 12])
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_int4_matmul_equals_float_maths(rows, group):
     torch.manual_seed(rows * 10 + group)
@@ -69,6 +69,17 @@ def test_int4_matmul_equals_float_maths(rows, group):
     y = cpu_gemv.int4_matmul(x, cpu_gemv.pack_int4(codes), scale, low)
     assert y.shape == (2, rows, 45)
     assert torch.allclose(y, x @ dense.T, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.usefixtures("cpu_isa")
+@pytest.mark.parametrize("rows", [1, 3, 8, 10])
+@pytest.mark.parametrize("k", [64, 72, 576])  # 72: a tail after the 16- and 32-wide steps
+def test_bf16_matmul_equals_float_maths(rows, k):
+    torch.manual_seed(rows + k)
+    w = torch.randn(45, k).to(torch.bfloat16)
+    x = torch.randn(rows, k)
+    expected = x @ w.float().T
+    assert torch.allclose(cpu_gemv.bf16_matmul(x, w), expected, atol=1e-4, rtol=1e-4)
 
 
 @needs_avx2

@@ -67,6 +67,7 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, atol=2e-4 * max(1.0, b.abs().max().item()), rtol=1e-4)
 
 
+@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("weights", ["model", "int8", "int4"])
 @pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2], ids=["llama", "qwen2"])
 def test_fused_decoder_gives_the_logits_of_the_torch_operations(build, weights):
@@ -152,6 +153,7 @@ def decode_all(lean: LeanModel, ids: list[int], prompt: int) -> torch.Tensor:
     return torch.stack(got)
 
 
+@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize(
     "formats",
     [
@@ -185,6 +187,7 @@ def test_a_quantized_model_decodes_with_its_own_codes(formats):
         LeanModel(model, slots=1, max_len=64, weights="int8")
 
 
+@pytest.mark.usefixtures("cpu_isa")
 def test_bfloat16_weights_run_fused_with_float32_activations():
     model = tiny_llama()
     lean = LeanModel(model, slots=1, max_len=64, weights="bfloat16")

@@ -22,10 +22,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
 #include "gemv.h"
+#include "gemv_blocks.h"
 
 namespace {
 
@@ -157,12 +159,13 @@ void int4_block(const float* x, int64_t ldx, const float* xsum, const uint8_t* q
 constexpr int64_t kBytesPerThread = 256 * 1024;
 
 template <typename Block>
-void tile(int64_t M, int64_t N, int64_t row_bytes, const Block& block, wb::Part part) {
+void tile(int64_t M, int64_t N, int64_t row_bytes, int64_t rows_x, const Block& block,
+          wb::Part part) {
   const int64_t blocks = (N + kRowsW - 1) / kRowsW;
   auto run = [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n0 = b * kRowsW, n1 = std::min(N, n0 + kRowsW);
-      for (int64_t m = 0; m < M; m += kRowsX) block(std::min(kRowsX, M - m), m, n0, n1);
+      for (int64_t m = 0; m < M; m += rows_x) block(std::min(rows_x, M - m), m, n0, n1);
     }
   };
   if (part.count > 0) {  // the caller's threads split the blocks (lean_stack.cpp)
@@ -172,6 +175,14 @@ void tile(int64_t M, int64_t N, int64_t row_bytes, const Block& block, wb::Part 
   const int64_t grain = std::max<int64_t>(1, kBytesPerThread / (kRowsW * row_bytes));
   at::parallel_for(0, blocks, grain, run);
 }
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
+std::atomic<bool> g_avx512{cpu_has_avx512()};
 
 void check_x(const torch::Tensor& x, int64_t K) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
@@ -243,7 +254,13 @@ namespace wb {
 
 void int8_rows(const float* xp, int64_t M, int64_t K, const int8_t* qp, const float* sp,
                int64_t G, int64_t N, float* yp, Part part) {
-  tile(M, N, K, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+  if (g_avx512.load(std::memory_order_relaxed)) {
+    tile(M, N, K, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+      avx512::int8_block({xp + m * K, K, rows, yp + m * N, N, n0, n1, K}, qp, sp, G);
+    }, part);
+    return;
+  }
+  tile(M, N, K, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     float* ym = yp + m * N;
     if (G > 1) {
@@ -275,7 +292,17 @@ void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const f
       xsum[m * G + g] = s;
     }
   const float* xs = xsum.data();
-  tile(M, N, K / 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+  if (g_avx512.load(std::memory_order_relaxed)) {
+    std::vector<float> split(M * K);
+    avx512::split_runs(xp, M, K, split.data());
+    const float* sx = split.data();
+    tile(M, N, K / 2, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+      avx512::int4_block({sx + m * K, K, rows, yp + m * N, N, n0, n1, K}, xs + m * G, qp, sp, lp,
+                         G);
+    }, part);
+    return;
+  }
+  tile(M, N, K / 2, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     const float* sm = xs + m * G;
     float* ym = yp + m * N;
@@ -290,7 +317,13 @@ void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const f
 
 void f32_rows(const float* xp, int64_t M, int64_t K, const float* wp, int64_t N, float* yp,
               Part part) {
-  tile(M, N, K * 4, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+  if (g_avx512.load(std::memory_order_relaxed)) {
+    tile(M, N, K * 4, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+      avx512::f32_block({xp + m * K, K, rows, yp + m * N, N, n0, n1, K}, wp);
+    }, part);
+    return;
+  }
+  tile(M, N, K * 4, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     float* ym = yp + m * N;
     switch (rows) {
@@ -304,7 +337,13 @@ void f32_rows(const float* xp, int64_t M, int64_t K, const float* wp, int64_t N,
 
 void bf16_rows(const float* xp, int64_t M, int64_t K, const uint16_t* wp, int64_t N, float* yp,
                Part part) {
-  tile(M, N, K * 2, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+  if (g_avx512.load(std::memory_order_relaxed)) {
+    tile(M, N, K * 2, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+      avx512::bf16_block({xp + m * K, K, rows, yp + m * N, N, n0, n1, K}, wp);
+    }, part);
+    return;
+  }
+  tile(M, N, K * 2, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     float* ym = yp + m * N;
     switch (rows) {
@@ -373,6 +412,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "x @ W.T, int8 weights (a scale per row or per group), float32 activations");
   m.def("int4_matmul", &int4_matmul, py::call_guard<py::gil_scoped_release>(),
         "x @ W.T, int4 weights in groups, float32 activations");
+  m.def("set_avx512", [](bool on) {
+    const bool previous = g_avx512.exchange(on && cpu_has_avx512());
+    return previous;
+  }, "use the AVX-512 blocks (where the CPU has them) or the AVX2 ones; returns the old setting");
+  m.def("uses_avx512", [] { return g_avx512.load(); });
   m.def("bf16_matmul", &bf16_matmul, py::call_guard<py::gil_scoped_release>(),
         "x @ W.T, bfloat16 weights, float32 activations");
   wb::bind_lean_stack(m);

@@ -358,6 +358,24 @@ class LeanModel:
         self.cache_k = torch.zeros(shape, dtype=self.act, device=self.device)
         self.cache_v = torch.zeros(shape, dtype=self.act, device=self.device)
         self.stack = self._fused_stack() if fused else None
+        self.torch_prompts = self._torch_prompts()
+
+    def _torch_prompts(self) -> bool:
+        """Whether prompts (more than AVX2_MAX_ROWS rows) are faster through torch's kernels than
+        through the fused decoder: on a CPU with native bf16, torch's int8/int4/bf16 kernels are
+        GEMMs with bf16 dot products (measured: a 300-token prompt in int4 438 ms against 885;
+        bench/RESULTS.md); without it they emulate bf16 and the fused decoder wins."""
+        from workbench.hardware import cpu_supports_bf16
+
+        matrices = [
+            m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        ]
+        return (
+            self.device.type == "cpu"
+            and self.weights in ("int8", "int4", "bfloat16")
+            and all(m.weight is not None for m in matrices)
+            and cpu_supports_bf16()
+        )
 
     def _fused_stack(self) -> Any:
         """The C++ decoder (csrc/lean_stack.cpp) over these layers' weights, or None where it
@@ -494,7 +512,7 @@ class LeanModel:
         """Run the prompt `ids` into cache slot `slot` from position 0; logits [V] of its end."""
         t = len(ids)
         tokens = torch.tensor([ids], device=self.device)
-        if self.stack is not None:
+        if self.stack is not None and not (self.torch_prompts and t > AVX2_MAX_ROWS):
             return self._run_stack(self.embed[tokens[0]], [slot] * t, list(range(t)), 1)[0]
         positions = torch.arange(t, device=self.device).unsqueeze(0)
         x = self.embed[tokens]
