@@ -9,7 +9,8 @@ For the same model, prompt and number of new tokens it measures (medians of --re
   new tokens minus the time of 1 (so the prompt's cost is not counted);
 - the engine, single stream: decode tokens/s and time to first token for a short prompt;
 - the engine, 8 concurrent requests: total tokens/s, and whether any request failed;
-and prints each ratio to `generate` (and 8-stream total to single stream). Also how often the
+and prints each ratio to `generate` (and 8-stream total to single stream). The three run one
+after another in each round, and each ratio is the median of the rounds' ratios. Also how often the
 engine's greedy tokens equal `generate`'s (the packed formats may differ in a few tokens).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -63,54 +65,113 @@ def time_generate(loaded, ids: list[int], new_tokens: int) -> float:
     return time.perf_counter() - started
 
 
-def generate_speed(loaded, ids: list[int], new_tokens: int, repeats: int) -> float:
-    time_generate(loaded, ids, 2)  # warm-up
-    rates = []
-    for _ in range(repeats):
-        full = time_generate(loaded, ids, new_tokens)
-        first = time_generate(loaded, ids, 1)
-        rates.append((new_tokens - 1) / max(full - first, 1e-9))
-    return statistics.median(rates)
+def generate_rate(loaded, ids: list[int], new_tokens: int) -> float:
+    """One measurement of `generate`'s decode tokens/s (N new tokens minus 1, so no prompt)."""
+    full = time_generate(loaded, ids, new_tokens)
+    first = time_generate(loaded, ids, 1)
+    return (new_tokens - 1) / max(full - first, 1e-9)
 
 
-def engine_single(engine, new_tokens: int, repeats: int) -> tuple[float, float]:
+def engine_single(engine, new_tokens: int) -> tuple[float, float]:
+    """One single-stream measurement: (decode tokens/s, seconds to the first token of "Hi")."""
+    short = engine.chat(messages("Hi"), GenerationSettings(max_new_tokens=2))
+    short.text()
+    stream = engine.chat(messages(PROMPT), GenerationSettings(max_new_tokens=new_tokens))
+    stream.text()
+    return stream.tokens_per_s, short.first_token_s
+
+
+def engine_concurrent(engine, new_tokens: int) -> tuple[float, int]:
+    """One round of 8 concurrent requests: (total tokens/s, failed requests)."""
     settings = GenerationSettings(max_new_tokens=new_tokens)
+    counts = [0] * len(CONCURRENT_PROMPTS)
+    errors: list[BaseException] = []
+
+    def ask(i: int) -> None:
+        try:
+            stream = engine.chat(messages(CONCURRENT_PROMPTS[i]), settings)
+            stream.text()
+            counts[i] = stream.completion_tokens
+        except BaseException as exc:  # noqa: BLE001 - counted as a failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(counts))]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started), len(errors)
+
+
+class GenerateWorker:
+    """`generate` in a process of its own (this script with --generate-worker): an engine in
+    the same process leaves threads behind (its decode loop's OpenMP team), and with more OpenMP
+    threads than cores every parallel region of `generate` waits for a sleeping thread to wake
+    (measured: 17–38 tokens/s from one run to the next). Each `rate()` is one measurement, made
+    while this process waits."""
+
+    def __init__(self, model: str, new_tokens: int, threads: int) -> None:
+        command = [sys.executable, __file__, "--generate-worker", "--model", model]
+        command += ["--tokens", str(new_tokens), "--threads", str(threads)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.dtype = self._read()
+
+    def _read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the generate worker ended; see its error above")
+        return line.strip()
+
+    def rate(self) -> float:
+        self.process.stdin.write("rate\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def serve_generate(model: str, new_tokens: int) -> None:
+    """The worker's side: load the model as `load_model` gives it, answer each 'rate' line."""
+    reference = load_model(model, Workspace(), device="cpu")
+    ids = prompt_ids(reference.tokenizer)
+    time_generate(reference, ids, 2)  # warm-up
+    print(reference.dtype, flush=True)
+    for _ in sys.stdin:
+        print(generate_rate(reference, ids, new_tokens), flush=True)
+
+
+def prompt_ids(tokenizer) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        messages(PROMPT), add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def paired_rounds(baseline: GenerateWorker, engine, new_tokens: int, repeats: int) -> dict:
+    """`repeats` rounds of generate, the engine's single stream and its 8 concurrent requests,
+    one after another in each round, so that each ratio compares runs made moments apart (on a
+    shared machine the speed of the same run drifts by tens of percent over minutes)."""
     engine.chat(messages("Hi"), GenerationSettings(max_new_tokens=4)).text()  # warm-up
-    rates, firsts = [], []
+    rounds = []
     for _ in range(repeats):
-        short = engine.chat(messages("Hi"), GenerationSettings(max_new_tokens=2))
-        short.text()
-        firsts.append(short.first_token_s)
-        stream = engine.chat(messages(PROMPT), settings)
-        stream.text()
-        rates.append(stream.tokens_per_s)
-    return statistics.median(rates), statistics.median(firsts)
-
-
-def engine_concurrent(engine, new_tokens: int, repeats: int) -> tuple[float, int]:
-    settings = GenerationSettings(max_new_tokens=new_tokens)
-    totals, failures = [], 0
-    for _ in range(repeats):
-        counts = [0] * len(CONCURRENT_PROMPTS)
-        errors: list[BaseException] = []
-
-        def ask(i: int, counts=counts, errors=errors) -> None:
-            try:
-                stream = engine.chat(messages(CONCURRENT_PROMPTS[i]), settings)
-                stream.text()
-                counts[i] = stream.completion_tokens
-            except BaseException as exc:  # noqa: BLE001 - counted as a failure
-                errors.append(exc)
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(counts))]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        totals.append(sum(counts) / (time.perf_counter() - started))
-        failures += len(errors)
-    return statistics.median(totals), failures
+        hf = baseline.rate()
+        single, first = engine_single(engine, new_tokens)
+        together, failed = engine_concurrent(engine, new_tokens)
+        rounds.append(
+            {"hf": hf, "single": single, "first": first, "together": together, "failed": failed}
+        )
+    median = {
+        k: statistics.median(r[k] for r in rounds) for k in ("hf", "single", "first", "together")
+    }
+    median["vs_generate"] = statistics.median(r["single"] / r["hf"] for r in rounds)
+    median["vs_single"] = statistics.median(r["together"] / r["single"] for r in rounds)
+    median["failed"] = sum(r["failed"] for r in rounds)
+    return median
 
 
 def agreement(engine, loaded, new_tokens: int) -> float:
@@ -148,34 +209,34 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)"
     )
+    parser.add_argument("--generate-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.generate_worker:
+        serve_generate(args.model, args.tokens)
+        return
 
     ws = Workspace()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")
-    reference = load_model(args.model, ws, device="cpu")
-    ids = reference.tokenizer.apply_chat_template(
-        messages(PROMPT), add_generation_prompt=True, tokenize=False
-    )
-    ids = reference.tokenizer(ids, add_special_tokens=False)["input_ids"]
-    hf = generate_speed(reference, ids, args.tokens, args.repeats)
-    print(f"transformers generate ({reference.dtype}): {hf:.1f} tokens/s")
+    baseline = GenerateWorker(args.model, args.tokens, args.threads)
+    print(f"transformers generate: {baseline.dtype}, in its own process")
     for weights in args.weights:
         loaded = load_model(args.model, ws, device="cpu", dtype="float32")
         engine = LocalEngine(args.model, loaded, weights=weights, slots=8)
         try:
-            single, first = engine_single(engine, args.tokens, args.repeats)
-            together, failed = engine_concurrent(engine, args.tokens, args.repeats)
-            same = agreement(engine, reference, 32)
+            m = paired_rounds(baseline, engine, args.tokens, args.repeats)
+            same = agreement(engine, loaded, 32)
         finally:
             engine.close()
         print(
-            f"engine weights={weights} ({engine.path}, activations {engine.dtype}):\n"
-            f"  single stream {single:.1f} tokens/s = {single / hf:.2f}x generate; "
-            f"first token {first * 1000:.0f} ms\n"
-            f"  8 concurrent  {together:.1f} tokens/s total = {together / single:.2f}x single, "
-            f"{failed} failed\n"
+            f"engine weights={weights} ({engine.path}, activations {engine.dtype}), medians of "
+            f"{args.repeats} rounds:\n"
+            f"  generate      {m['hf']:.1f} tokens/s\n"
+            f"  single stream {m['single']:.1f} tokens/s = {m['vs_generate']:.2f}x generate "
+            f"(median of the rounds' ratios); first token {m['first'] * 1000:.0f} ms\n"
+            f"  8 concurrent  {m['together']:.1f} tokens/s total = {m['vs_single']:.2f}x single, "
+            f"{m['failed']} failed\n"
             f"  greedy tokens equal to generate's (prefix): {same:.0%}"
         )
 

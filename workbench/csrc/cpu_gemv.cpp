@@ -283,6 +283,15 @@ void int8_rows(const float* xp, int64_t M, int64_t K, const int8_t* qp, const fl
 
 void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const float* sp,
                const float* lp, int64_t G, int64_t N, float* yp, Part part) {
+  if (g_avx512.load(std::memory_order_relaxed)) {
+    std::vector<float> split(M * K);
+    avx512::split_runs(xp, M, K, split.data());
+    const float* sx = split.data();
+    tile(M, N, K / 2, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
+      avx512::int4_block({sx + m * K, K, rows, yp + m * N, N, n0, n1, K}, qp, sp, lp, G);
+    }, part);
+    return;
+  }
   std::vector<float> xsum(M * G);  // sum of each group of x's inputs, which `low` multiplies
   const int64_t width = K / G;
   for (int64_t m = 0; m < M; ++m)
@@ -292,16 +301,6 @@ void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const f
       xsum[m * G + g] = s;
     }
   const float* xs = xsum.data();
-  if (g_avx512.load(std::memory_order_relaxed)) {
-    std::vector<float> split(M * K);
-    avx512::split_runs(xp, M, K, split.data());
-    const float* sx = split.data();
-    tile(M, N, K / 2, avx512::kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
-      avx512::int4_block({sx + m * K, K, rows, yp + m * N, N, n0, n1, K}, xs + m * G, qp, sp, lp,
-                         G);
-    }, part);
-    return;
-  }
   tile(M, N, K / 2, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     const float* sm = xs + m * G;

@@ -5,8 +5,9 @@
 // 16 float lanes a register and 32 registers: a pass takes up to 8 rows of x against a block of
 // weight rows, so a batched decode step of 8 streams widens each weight once. Same maths as the
 // AVX2 blocks, float32 arithmetic throughout; int4 codes are widened a byte to a lane (the low
-// nibble is an even input, the high one an odd input), against x with its even and odd inputs
-// of each run of 32 split apart beforehand (`split_runs`).
+// nibble is an even input, the high one an odd input) and looked up in a table of the group's
+// 16 weights, against x with its even and odd inputs of each run of 32 split apart beforehand
+// (`split_runs`).
 
 #include <immintrin.h>
 
@@ -97,35 +98,43 @@ void int8_grouped(const float* x, int64_t ldx, const int8_t* q, const float* sca
 }
 
 // x here is split by split_runs: in each run of 32, its 16 even inputs, then its 16 odd ones.
+// A group's 16 possible weights (code * scale + low) make a table in one register, and each
+// code picks its weight with a lane permute (which reads only the low 4 bits of its index), so
+// a run of 32 weights costs two permutes however many rows of x it meets.
 template <int R>
-void int4_split(const float* x, int64_t ldx, const float* xsum, const uint8_t* q,
-                const float* scale, const float* low, float* y, int64_t ldy, int64_t n0,
-                int64_t n1, int64_t K, int64_t G) {
+void int4_table(const float* x, int64_t ldx, const uint8_t* q, const float* scale,
+                const float* low, float* y, int64_t ldy, int64_t n0, int64_t n1, int64_t K,
+                int64_t G) {
   const int64_t runs = K / 32, runs_per_group = runs / G;
-  const __m512i nibble = _mm512_set1_epi32(0x0F);
+  const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  constexpr int A = R == 1 ? 2 : 1;  // one row: two chains (even and odd inputs)
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* w = q + n * (K / 2);
     const float* sc = scale + n * G;
     const float* lo = low + n * G;
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    __m512 acc[R][A];
+    for (int r = 0; r < R; ++r)
+      for (int a = 0; a < A; ++a) acc[r][a] = _mm512_setzero_ps();
+    __m512 table = _mm512_setzero_ps();
     for (int64_t g = 0; g < runs; ++g) {
+      if (g % runs_per_group == 0) {
+        const int64_t group = g / runs_per_group;
+        table = _mm512_fmadd_ps(codes, _mm512_set1_ps(sc[group]), _mm512_set1_ps(lo[group]));
+      }
       const __m512i bytes =
           _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16)));
-      const __m512 even = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, nibble));
-      const __m512 odd = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-      const __m512 s = _mm512_set1_ps(sc[g / runs_per_group]);
+      const __m512 even = _mm512_permutexvar_ps(bytes, table);
+      const __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
       for (int r = 0; r < R; ++r) {
         const float* xr = x + r * ldx + g * 32;
-        const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16), odd,
-                                         _mm512_mul_ps(_mm512_loadu_ps(xr), even));
-        acc[r] = _mm512_fmadd_ps(t, s, acc[r]);
+        acc[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), even, acc[r][0]);
+        acc[r][A - 1] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16), odd, acc[r][A - 1]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      float shift = 0.f;
-      for (int64_t g = 0; g < G; ++g) shift += lo[g] * xsum[r * G + g];
-      y[r * ldy + n] = _mm512_reduce_add_ps(acc[r]) + shift;
+      __m512 total = acc[r][0];
+      if (A > 1) total = _mm512_add_ps(total, acc[r][A - 1]);
+      y[r * ldy + n] = _mm512_reduce_add_ps(total);
     }
   }
 }
@@ -161,10 +170,10 @@ void int8_block(const RowBlock& b, const int8_t* q, const float* scale, int64_t 
   });
 }
 
-void int4_block(const RowBlock& b, const float* xsum, const uint8_t* q, const float* scale,
-                const float* low, int64_t G) {
+void int4_block(const RowBlock& b, const uint8_t* q, const float* scale, const float* low,
+                int64_t G) {
   with_rows(b.rows, [&]<int R>() {
-    int4_split<R>(b.x, b.ldx, xsum, q, scale, low, b.y, b.ldy, b.n0, b.n1, b.K, G);
+    int4_table<R>(b.x, b.ldx, q, scale, low, b.y, b.ldy, b.n0, b.n1, b.K, G);
   });
 }
 

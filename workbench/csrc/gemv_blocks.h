@@ -20,9 +20,9 @@ namespace avx512 {
 constexpr int64_t kRowsX = 8;  // rows of x per pass over a weight block
 
 void int8_block(const RowBlock& b, const int8_t* q, const float* scale, int64_t G);
-// x split by split_runs; xsum: the block's first row of per-group sums of x (G a row).
-void int4_block(const RowBlock& b, const float* xsum, const uint8_t* q, const float* scale,
-                const float* low, int64_t G);
+// x split by split_runs.
+void int4_block(const RowBlock& b, const uint8_t* q, const float* scale, const float* low,
+                int64_t G);
 void bf16_block(const RowBlock& b, const uint16_t* w);
 void f32_block(const RowBlock& b, const float* w);
 // Each run of 32 inputs of x [M, K] as its 16 even inputs, then its 16 odd ones.

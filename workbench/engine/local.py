@@ -178,7 +178,12 @@ class LocalEngine:
                 model, slots=slots, max_len=self.max_len, weights=chosen, head=head
             )
             self.path = f"lean decode loop, weights {chosen}, head {head}"
-            if chosen in ("int8", "int4"):
+            if self.runner.stack is not None:
+                isa = "AVX-512" if cpu_gemv.uses_avx512() else "AVX2"
+                self.path += f", fused C++ decoder ({isa} kernels)"
+                if self.runner.torch_prompts:
+                    self.path += ", prompts on torch's bf16 kernels"
+            elif chosen in ("int8", "int4"):
                 why = cpu_gemv.why_unavailable()
                 self.path += f", torch's kernels ({why})" if why else ", AVX2 kernels"
             del model  # the lean model holds (or shares) every weight it needs
