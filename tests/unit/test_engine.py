@@ -292,3 +292,43 @@ def test_a_model_with_quantized_layers_decodes_its_own_codes_on_the_lean_path(ti
         assert stream.token_ids == hf_greedy(loaded, ids, 12, engine.end_ids)
     finally:
         engine.close()
+
+
+class SlowDecoding:
+    """A constraint that only slows each token down, so a request stays active for a while."""
+
+    def processor(self, tokenizer, end_ids):
+        def slow(generated_ids, logits):
+            time.sleep(0.02)
+            return logits
+
+        return slow
+
+
+def test_shared_engines_never_close_one_that_is_answering(
+    workspace, tiny_model_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    import workbench.engine as engines
+
+    monkeypatch.setattr(engines, "SHARED_MAX", 1)
+    monkeypatch.setattr(engines, "_SHARED", {})
+    names = []
+    for i in range(3):
+        shutil.copytree(tiny_model_dir, tmp_path / f"m{i}")
+        names.append(str(tmp_path / f"m{i}"))
+    first = engines.shared_engine(names[0], workspace)
+    settings = GenerationSettings(max_new_tokens=300, constraint=SlowDecoding())
+    stream = first.chat(chat(PROMPTS[0]), settings)
+    next(iter(stream))  # answering now
+    second = engines.shared_engine(names[1], workspace)  # over the limit: first is busy
+    assert engines.shared_engine(names[0], workspace) is first and not first.loop._closed
+    stream.close()  # the reader leaves: its request ends at the next step
+    wait_until = time.monotonic() + 10
+    while first.loop.active and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    engines.shared_engine(names[2], workspace)  # now the idle ones beyond the limit close
+    assert first.loop._closed and second.loop._closed
+    for engine in list(engines._SHARED.values()):
+        engine.close()

@@ -44,6 +44,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "gemv.h"
 
 namespace wb {
@@ -113,6 +115,10 @@ class StepPool {
   }
 
   ~StepPool() {
+    if (getpid() != owner_) {  // a forked child: its copies of the workers never ran
+      for (auto& worker : workers_) worker.detach();
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
@@ -122,11 +128,16 @@ class StepPool {
     for (auto& worker : workers_) worker.join();
   }
 
-  int threads() const { return threads_; }
-  void barrier() { if (threads_ > 1) barrier_.wait(); }
+  // A forked child has none of the workers (fork copies only the calling thread): it runs alone.
+  int threads() const { return getpid() == owner_ ? threads_ : 1; }
+  void barrier() { if (threads() > 1) barrier_.wait(); }
 
   // Runs job(thread index) on every thread; returns when all are done. One caller at a time.
   void run(const std::function<void(int)>& job) {
+    if (threads() == 1) {
+      job(0);
+      return;
+    }
     job_ = &job;
     finished_.store(0, std::memory_order_relaxed);
     {
@@ -165,6 +176,7 @@ class StepPool {
   }
 
   const int threads_;
+  const pid_t owner_ = getpid();
   SpinBarrier barrier_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;

@@ -120,25 +120,43 @@ def open_engine(name: str, ws: Workspace | None = None, **options: Any) -> Engin
 
 
 _SHARED: dict[tuple[str, str, str], Engine] = {}
-_SHARED_LOCK = threading.Lock()
+_SHARED_LOCK = threading.Lock()  # held only to look up and update _SHARED, never to load
+_LOADING: dict[tuple[str, str, str], threading.Lock] = {}  # one load at a time per model
 SHARED_MAX = 4
+
+
+def _busy(engine: Engine) -> bool:
+    """Whether some session is being answered by (or waits for) this engine."""
+    loop = getattr(engine, "loop", None)
+    return bool(loop is not None and (loop.active or loop.waiting))
 
 
 def shared_engine(name: str, ws: Workspace | None = None, *, api_key: str = "") -> Engine:
     """One open engine per model for the whole process (the app's pages and all its users);
-    the least recently used is closed when more than SHARED_MAX are open. Local engines get 4
-    slots, so a classroom's questions are batched together."""
+    when more than SHARED_MAX are open, the least recently used idle ones are closed (never one
+    that is answering someone). Local engines get 4 slots, so a classroom's questions are
+    batched together. Loading a model blocks only the sessions that asked for that model."""
     ws = ws or Workspace()
     owner = ws.catalogue if ws.catalogue is not None and ws.in_catalogue(name) else ws
     key = (name, api_key, str(owner.root))  # a class shares one engine per catalogue model
     with _SHARED_LOCK:
         engine = _SHARED.pop(key, None)
+        if engine is not None:
+            _SHARED[key] = engine  # most recently used last
+            return engine
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:
+        with _SHARED_LOCK:
+            engine = _SHARED.get(key)  # loaded by the session this one waited for
         if engine is None:
             backend, _ = parse_engine_name(name)
             options = {"api_key": api_key} if backend == "openai" else {"slots": 4}
             engine = open_engine(name, ws, **options)
-        _SHARED[key] = engine  # most recently used last
-        while len(_SHARED) > SHARED_MAX:
-            oldest = _SHARED.pop(next(iter(_SHARED)))
-            oldest.close()
+        with _SHARED_LOCK:
+            _SHARED.pop(key, None)
+            _SHARED[key] = engine
+            _LOADING.pop(key, None)
+            idle = [k for k, e in _SHARED.items() if k != key and not _busy(e)]
+            while len(_SHARED) > SHARED_MAX and idle:
+                _SHARED.pop(idle.pop(0)).close()
         return engine

@@ -123,9 +123,10 @@ class PackedLinear:
             if cpu_gemv.available():
                 self.fast = (cpu_gemv.int4_matmul, (cpu_gemv.pack_int4(codes), scale, low))
         elif fmt == "bfloat16":
+            # Outside the fused decoder (prompts, scoring) bf16 weights take bf16 activations
+            # whatever the number of rows, so a score does not depend on its batch; the fused
+            # decoder widens them to float32 (cpu_gemv.bf16_matmul's kernel).
             self.weight = weight.to(torch.bfloat16)
-            if cpu_gemv.available():
-                self.fast = (cpu_gemv.bf16_matmul, (self.weight,))
         else:
             self.weight = weight.to(act)
 
