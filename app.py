@@ -12,9 +12,16 @@ and sends such a run through this script.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 from pathlib import Path
 
 import streamlit as st
+
+# `kill -USR1 <app pid>` writes every thread's stack to the app's log: how a stuck page is
+# diagnosed on a shared server (bench/load_users.py does it for users that time out).
+if hasattr(signal, "SIGUSR1"):
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 from workbench.charts import status_label
 from workbench.classroom import classroom_root, user_workspace

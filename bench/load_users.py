@@ -39,6 +39,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -419,6 +420,9 @@ def main() -> int:
             jobs.wait(ws, job.id, timeout=max(0.0, deadline - time.monotonic())) for job in queued
         ]
     finally:
+        if report["timed_out"] and hasattr(signal, "SIGUSR1"):
+            app.send_signal(signal.SIGUSR1)  # app.py: every thread's stack into the app's log
+            time.sleep(2)
         app.terminate()
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -467,6 +471,8 @@ def main() -> int:
     if len(report["errors"]) > 20:
         print(f"    ... and {len(report['errors']) - 20} more")
     print(f"  timed out           {len(report['timed_out'])} (deadline {args.deadline:.0f} s)")
+    if report["timed_out"]:
+        print(f"    the app's thread stacks at the deadline: {home.parent}/streamlit-{port}.log")
     for line in report["timed_out"]:
         print(f"    {line}")
     failed = report["errors"] or report["timed_out"] or lost or active or chats < expected
