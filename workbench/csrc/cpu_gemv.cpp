@@ -248,6 +248,17 @@ void bf16_block(const float* x, int64_t ldx, const uint16_t* w_all, float* y, in
   }
 }
 
+// Calls f.template operator()<R>() for R = rows (1..kRowsX).
+template <typename F>
+void with_rows(int64_t rows, const F& f) {
+  switch (rows) {
+    case 1: f.template operator()<1>(); break;
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    default: f.template operator()<4>(); break;
+  }
+}
+
 }  // namespace
 
 namespace wb {
@@ -263,21 +274,12 @@ void int8_rows(const float* xp, int64_t M, int64_t K, const int8_t* qp, const fl
   tile(M, N, K, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
     const float* xm = xp + m * K;
     float* ym = yp + m * N;
-    if (G > 1) {
-      switch (rows) {
-        case 1: int8_grouped_block<1>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
-        case 2: int8_grouped_block<2>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
-        case 3: int8_grouped_block<3>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
-        default: int8_grouped_block<4>(xm, K, qp, sp, ym, N, n0, n1, K, G); break;
-      }
-      return;
-    }
-    switch (rows) {
-      case 1: int8_block<1>(xm, K, qp, sp, ym, N, n0, n1, K); break;
-      case 2: int8_block<2>(xm, K, qp, sp, ym, N, n0, n1, K); break;
-      case 3: int8_block<3>(xm, K, qp, sp, ym, N, n0, n1, K); break;
-      default: int8_block<4>(xm, K, qp, sp, ym, N, n0, n1, K); break;
-    }
+    with_rows(rows, [&]<int R>() {
+      if (G > 1)
+        int8_grouped_block<R>(xm, K, qp, sp, ym, N, n0, n1, K, G);
+      else
+        int8_block<R>(xm, K, qp, sp, ym, N, n0, n1, K);
+    });
   }, part);
 }
 
@@ -305,12 +307,7 @@ void int4_rows(const float* xp, int64_t M, int64_t K, const uint8_t* qp, const f
     const float* xm = xp + m * K;
     const float* sm = xs + m * G;
     float* ym = yp + m * N;
-    switch (rows) {
-      case 1: int4_block<1>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      case 2: int4_block<2>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      case 3: int4_block<3>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-      default: int4_block<4>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); break;
-    }
+    with_rows(rows, [&]<int R>() { int4_block<R>(xm, K, sm, qp, sp, lp, ym, N, n0, n1, K, G); });
   }, part);
 }
 
@@ -323,14 +320,7 @@ void f32_rows(const float* xp, int64_t M, int64_t K, const float* wp, int64_t N,
     return;
   }
   tile(M, N, K * 4, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
-    const float* xm = xp + m * K;
-    float* ym = yp + m * N;
-    switch (rows) {
-      case 1: f32_block<1>(xm, K, wp, ym, N, n0, n1, K); break;
-      case 2: f32_block<2>(xm, K, wp, ym, N, n0, n1, K); break;
-      case 3: f32_block<3>(xm, K, wp, ym, N, n0, n1, K); break;
-      default: f32_block<4>(xm, K, wp, ym, N, n0, n1, K); break;
-    }
+    with_rows(rows, [&]<int R>() { f32_block<R>(xp + m * K, K, wp, yp + m * N, N, n0, n1, K); });
   }, part);
 }
 
@@ -343,14 +333,7 @@ void bf16_rows(const float* xp, int64_t M, int64_t K, const uint16_t* wp, int64_
     return;
   }
   tile(M, N, K * 2, kRowsX, [&](int64_t rows, int64_t m, int64_t n0, int64_t n1) {
-    const float* xm = xp + m * K;
-    float* ym = yp + m * N;
-    switch (rows) {
-      case 1: bf16_block<1>(xm, K, wp, ym, N, n0, n1, K); break;
-      case 2: bf16_block<2>(xm, K, wp, ym, N, n0, n1, K); break;
-      case 3: bf16_block<3>(xm, K, wp, ym, N, n0, n1, K); break;
-      default: bf16_block<4>(xm, K, wp, ym, N, n0, n1, K); break;
-    }
+    with_rows(rows, [&]<int R>() { bf16_block<R>(xp + m * K, K, wp, yp + m * N, N, n0, n1, K); });
   }, part);
 }
 
